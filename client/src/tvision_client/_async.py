@@ -1,0 +1,216 @@
+"""The asyncio client: the same methods as ``Client``, each awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Literal, overload
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tvision_client import _core
+from tvision_client._errors import ClientError, UnavailableError
+from tvision_client._images import ImageInput, encode_image
+from tvision_client._types import Classification, ModelInfo, RetryPolicy, TLSConfig
+
+
+class AsyncClient:
+    """An asyncio client; arguments and behaviour as for ``Client``."""
+
+    def __init__(
+        self,
+        target: str | Sequence[str] = "localhost:8001",
+        *,
+        model: str = _core.DEFAULT_MODEL,
+        timeout_s: float = _core.DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        tls: TLSConfig | None = None,
+        metadata: dict[str, str] | None = None,
+        max_message_bytes: int = _core.DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrency: int = _core.DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        self.endpoints = _core.parse_endpoints(target)
+        self.model = model
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrency = max_concurrency
+        self._metadata = tuple((key.lower(), value) for key, value in (metadata or {}).items())
+        options = _core.channel_options(max_message_bytes, tls)
+        self._channels = [
+            grpc.aio.secure_channel(endpoint, _core.channel_credentials(tls), options=options)
+            if tls is not None
+            else grpc.aio.insecure_channel(endpoint, options=options)
+            for endpoint in self.endpoints
+        ]
+        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self._channels]
+        self._round_robin = _core.RoundRobin(len(self._stubs))
+        self._model_info: dict[str, ModelInfo] = {}
+
+    async def _call(
+        self, method: str, request: object, what: str, timeout_s: float | None
+    ) -> object:
+        deadline = _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
+        attempts = 0
+        while True:
+            attempts += 1
+            stub = self._stubs[self._round_robin.pick()]
+            try:
+                return await getattr(stub, method)(
+                    request, timeout=deadline.remaining_s(), metadata=self._metadata
+                )
+            except grpc.RpcError as exc:
+                delay_s = _core.retry_delay_s(exc.code(), attempts, self.retry, deadline)
+                if delay_s is None:
+                    raise _core.map_rpc_error(exc, what, deadline) from exc
+                await asyncio.sleep(delay_s)
+
+    async def is_ready(self, timeout_s: float | None = None) -> bool:
+        """True when a server answers that it and the default model are ready."""
+        try:
+            reply = await self._call(
+                "ModelReady",
+                service_pb2.ModelReadyRequest(name=self.model),
+                f"readiness of {self.model!r}",
+                timeout_s,
+            )
+        except ClientError:
+            return False
+        return bool(reply.ready)  # type: ignore[attr-defined]
+
+    async def wait_until_ready(
+        self, timeout_s: float = 60.0, poll_interval_s: float = 0.25
+    ) -> None:
+        """Wait until ``is_ready()``.
+
+        Raises:
+            UnavailableError: not ready within ``timeout_s``.
+        """
+        deadline = _core.Deadline(timeout_s)
+        while not deadline.expired():
+            if await self.is_ready(timeout_s=max(0.1, min(2.0, deadline.remaining_s()))):
+                return
+            await asyncio.sleep(min(poll_interval_s, deadline.remaining_s()))
+        raise UnavailableError(f"model {self.model!r} was not ready within {timeout_s:g} s")
+
+    async def model_info(
+        self, model: str | None = None, timeout_s: float | None = None
+    ) -> ModelInfo:
+        """As ``Client.model_info``.
+
+        Raises:
+            ModelNotFoundError: the server has no such model.
+            ClientError: any other failure.
+        """
+        name = model or self.model
+        cached = self._model_info.get(name)
+        if cached is not None:
+            return cached
+        what = f"metadata of model {name!r}"
+        try:
+            metadata = await self._call(
+                "ModelMetadata", service_pb2.ModelMetadataRequest(name=name), what, timeout_s
+            )
+            config = await self._call(
+                "ModelConfig", service_pb2.ModelConfigRequest(name=name), what, timeout_s
+            )
+        except ClientError as exc:
+            if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise _core.not_found_error(name, exc.__cause__) from exc.__cause__  # type: ignore[arg-type]
+            raise
+        info = _core.parse_model_info(metadata, config)  # type: ignore[arg-type]
+        self._model_info[name] = info
+        return info
+
+    async def classify(
+        self,
+        image: ImageInput,
+        top_k: int = 5,
+        *,
+        model: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Classification:
+        """As ``Client.classify``.
+
+        Raises:
+            InvalidImageError, InvalidInputError, ModelNotFoundError, UnavailableError,
+            DeadlineExceededError, ClientError.
+        """
+        name = model or self.model
+        info = await self.model_info(name, timeout_s)
+        data = encode_image(image)
+        _core.check_image_size(data, 0, _core.image_byte_limit(info, self.max_message_bytes))
+        names = _core.TensorNames(info.input_name, info.output_name)
+        request = _core.build_infer_request(name, names, [data], top_k)
+        response = await self._call("ModelInfer", request, f"classify with {name!r}", timeout_s)
+        return _core.parse_classifications(response, 1, name)[0]  # type: ignore[arg-type]
+
+    @overload
+    async def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = ...,
+        *,
+        model: str | None = ...,
+        timeout_s: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[Classification]: ...
+
+    @overload
+    async def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = ...,
+        *,
+        model: str | None = ...,
+        timeout_s: float | None = ...,
+        return_exceptions: Literal[True],
+    ) -> list[Classification | ClientError]: ...
+
+    async def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = 5,
+        *,
+        model: str | None = None,
+        timeout_s: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Classification] | list[Classification | ClientError]:
+        """As ``Client.classify_batch``.
+
+        Raises:
+            ClientError: an image failed and ``return_exceptions`` is False.
+        """
+        items = list(images)
+        if not items:
+            return []
+        await self.model_info(model, timeout_s)
+        semaphore = asyncio.Semaphore(max(1, self.max_concurrency))
+
+        async def one(image: ImageInput) -> Classification | ClientError:
+            async with semaphore:
+                try:
+                    return await self.classify(image, top_k, model=model, timeout_s=timeout_s)
+                except ClientError as exc:
+                    if not return_exceptions:
+                        raise
+                    return exc
+
+        return list(await asyncio.gather(*(one(image) for image in items)))
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,239 @@
+"""The blocking client. All logic is in ``_core``; this module only makes the calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Literal, overload
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tvision_client import _core
+from tvision_client._errors import ClientError, UnavailableError
+from tvision_client._images import ImageInput, encode_image
+from tvision_client._types import Classification, ModelInfo, RetryPolicy, TLSConfig
+
+
+class Client:
+    """A blocking client for one tvision (Triton) deployment.
+
+    Args:
+        target: ``"host:port"``, several as a list or comma-separated (balanced round-robin,
+            failing over between them), or ``"dns:///name:port"`` for a headless Service.
+        model: the ensemble to call by default.
+        timeout_s: the default deadline of each call, retries included.
+        retry: the retry policy; ``NO_RETRY`` disables retries.
+        tls: server TLS or mutual TLS; None for a plaintext channel.
+        metadata: headers sent with every call, e.g. ``{"authorization": "Bearer ..."}``.
+        max_message_bytes: the gRPC message limit set on the channel, both directions.
+        max_concurrency: how many requests ``classify_batch`` keeps in flight.
+    """
+
+    def __init__(
+        self,
+        target: str | Sequence[str] = "localhost:8001",
+        *,
+        model: str = _core.DEFAULT_MODEL,
+        timeout_s: float = _core.DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        tls: TLSConfig | None = None,
+        metadata: dict[str, str] | None = None,
+        max_message_bytes: int = _core.DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrency: int = _core.DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        self.endpoints = _core.parse_endpoints(target)
+        self.model = model
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrency = max_concurrency
+        self._metadata = tuple((key.lower(), value) for key, value in (metadata or {}).items())
+        options = _core.channel_options(max_message_bytes, tls)
+        self._channels = [
+            grpc.secure_channel(endpoint, _core.channel_credentials(tls), options=options)
+            if tls is not None
+            else grpc.insecure_channel(endpoint, options=options)
+            for endpoint in self.endpoints
+        ]
+        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self._channels]
+        self._round_robin = _core.RoundRobin(len(self._stubs))
+        self._lock = threading.Lock()
+        self._model_info: dict[str, ModelInfo] = {}
+
+    # -- the one place that calls the server -------------------------------------------
+
+    def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> object:
+        deadline = _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
+        attempts = 0
+        while True:
+            attempts += 1
+            with self._lock:
+                stub = self._stubs[self._round_robin.pick()]
+            try:
+                return getattr(stub, method)(
+                    request, timeout=deadline.remaining_s(), metadata=self._metadata
+                )
+            except grpc.RpcError as exc:
+                delay_s = _core.retry_delay_s(exc.code(), attempts, self.retry, deadline)
+                if delay_s is None:
+                    raise _core.map_rpc_error(exc, what, deadline) from exc
+                time.sleep(delay_s)
+
+    # -- health and metadata -----------------------------------------------------------
+
+    def is_ready(self, timeout_s: float | None = None) -> bool:
+        """True when a server answers that it and the default model are ready."""
+        try:
+            reply = self._call(
+                "ModelReady",
+                service_pb2.ModelReadyRequest(name=self.model),
+                f"readiness of {self.model!r}",
+                timeout_s,
+            )
+        except ClientError:
+            return False
+        return bool(reply.ready)  # type: ignore[attr-defined]
+
+    def wait_until_ready(self, timeout_s: float = 60.0, poll_interval_s: float = 0.25) -> None:
+        """Block until ``is_ready()``.
+
+        Raises:
+            UnavailableError: not ready within ``timeout_s``.
+        """
+        deadline = _core.Deadline(timeout_s)
+        while not deadline.expired():
+            if self.is_ready(timeout_s=max(0.1, min(2.0, deadline.remaining_s()))):
+                return
+            time.sleep(min(poll_interval_s, deadline.remaining_s()))
+        raise UnavailableError(f"model {self.model!r} was not ready within {timeout_s:g} s")
+
+    def model_info(self, model: str | None = None, timeout_s: float | None = None) -> ModelInfo:
+        """Input and output names, labels count and limits, read from the server (cached).
+
+        Raises:
+            ModelNotFoundError: the server has no such model.
+            ClientError: any other failure.
+        """
+        name = model or self.model
+        cached = self._model_info.get(name)
+        if cached is not None:
+            return cached
+        what = f"metadata of model {name!r}"
+        try:
+            metadata = self._call(
+                "ModelMetadata", service_pb2.ModelMetadataRequest(name=name), what, timeout_s
+            )
+            config = self._call(
+                "ModelConfig", service_pb2.ModelConfigRequest(name=name), what, timeout_s
+            )
+        except ClientError as exc:
+            if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise _core.not_found_error(name, exc.__cause__) from exc.__cause__  # type: ignore[arg-type]
+            raise
+        info = _core.parse_model_info(metadata, config)  # type: ignore[arg-type]
+        self._model_info[name] = info
+        return info
+
+    # -- classification ----------------------------------------------------------------
+
+    def classify(
+        self,
+        image: ImageInput,
+        top_k: int = 5,
+        *,
+        model: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Classification:
+        """Classify one image: a path, bytes, a binary file, a PIL image or an HxWx3 array.
+
+        Raises:
+            InvalidImageError: the image was rejected before sending.
+            InvalidInputError: the server could not decode or accept the image.
+            ModelNotFoundError, UnavailableError, DeadlineExceededError, ClientError.
+        """
+        name = model or self.model
+        info = self.model_info(name, timeout_s)
+        data = encode_image(image)
+        _core.check_image_size(data, 0, _core.image_byte_limit(info, self.max_message_bytes))
+        names = _core.TensorNames(info.input_name, info.output_name)
+        request = _core.build_infer_request(name, names, [data], top_k)
+        response = self._call("ModelInfer", request, f"classify with {name!r}", timeout_s)
+        return _core.parse_classifications(response, 1, name)[0]  # type: ignore[arg-type]
+
+    @overload
+    def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = ...,
+        *,
+        model: str | None = ...,
+        timeout_s: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[Classification]: ...
+
+    @overload
+    def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = ...,
+        *,
+        model: str | None = ...,
+        timeout_s: float | None = ...,
+        return_exceptions: Literal[True],
+    ) -> list[Classification | ClientError]: ...
+
+    def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = 5,
+        *,
+        model: str | None = None,
+        timeout_s: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Classification] | list[Classification | ClientError]:
+        """Classify many images, in input order, with at most ``max_concurrency`` in flight.
+
+        Each image is its own request, so Triton's dynamic batcher batches them on the
+        server and one bad image fails only itself. With ``return_exceptions=True`` a failed
+        image yields its ``ClientError`` in its place; otherwise the first error is raised.
+
+        Raises:
+            ClientError: an image failed and ``return_exceptions`` is False.
+        """
+        items = list(images)
+        if not items:
+            return []
+        self.model_info(model, timeout_s)  # fail fast, once, on an unknown model
+
+        def one(image: ImageInput) -> Classification | ClientError:
+            try:
+                return self.classify(image, top_k, model=model, timeout_s=timeout_s)
+            except ClientError as exc:
+                if not return_exceptions:
+                    raise
+                return exc
+
+        workers = max(1, min(self.max_concurrency, len(items)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvision") as pool:
+            return list(pool.map(one, items))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

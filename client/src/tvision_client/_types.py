@@ -1,0 +1,87 @@
+"""Typed values: configuration in, results out. All frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a classification, ``score`` being a probability in [0, 1]."""
+
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The top-k predictions for one image, best first."""
+
+    predictions: list[Prediction]
+    model: str
+
+    @property
+    def top(self) -> Prediction:
+        """The best prediction.
+
+        Raises:
+            IndexError: the result holds no predictions.
+        """
+        return self.predictions[0]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff and full jitter.
+
+    Only failures that are safe to retry are retried: ``UNAVAILABLE`` (no server reached, or
+    the server shed load before running the request). Never ``INVALID_ARGUMENT``, and never
+    once the call's deadline is spent. ``max_attempts=1`` disables retries.
+    """
+
+    max_attempts: int = 4
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
+            raise ValueError("backoff values must be non-negative and multiplier >= 1")
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Server TLS (``root_certificates``) and, with a client key and chain, mutual TLS.
+
+    Values are PEM bytes. ``root_certificates=None`` uses the system roots.
+    """
+
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+    # Overrides the name checked against the server certificate (e.g. in tests).
+    server_name_override: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("mutual TLS needs both private_key and certificate_chain")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the server says about a model; nothing here is hard-coded in the SDK."""
+
+    name: str
+    versions: list[str]
+    input_name: str
+    input_datatype: str
+    output_name: str
+    num_classes: int
+    max_batch_size: int
+    limits: dict[str, str] = field(default_factory=dict)

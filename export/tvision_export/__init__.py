@@ -1,0 +1,1 @@
+"""tvision exporter: model specs, PyTorch -> ONNX with validation, Triton repositories."""

