@@ -59,6 +59,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from rich.console import Console
+
     from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.spec import load_spec
@@ -198,6 +199,24 @@ def _run_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# -- demo ------------------------------------------------------------------------------
+
+
+def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="start the server, classify the bundled sample photos, stop"
+    )
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--top-k", type=_positive_int, default=5)
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from tvision.demo import run_demo
+
+    return run_demo(args.repository, args.top_k)
+
+
 # -- entry point -----------------------------------------------------------------------
 
 
@@ -209,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_serve(subparsers)
     _add_classify(subparsers)
+    _add_demo(subparsers)
     return parser
 
 

@@ -1,0 +1,58 @@
+# tvision: two commands on a fresh machine, `make demo` then `make test`.
+# torch is pinned through constraints.txt: any other spec pulls a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+REPOSITORY ?= model_repository
+MODEL ?= efficientnet_lite0
+TARGET ?= cpu
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install export demo serve test lint typecheck bench loadtest k8s clean
+
+help:
+	@echo "make demo     set up, export, serve, classify the sample photos, stop"
+	@echo "make test     run the whole test suite (real Triton server, real model)"
+	@echo "make serve    run the server in the foreground until Ctrl-C"
+	@echo "make export   export a new version (TARGET=cpu|gpu, REPOSITORY=...)"
+	@echo "make lint typecheck loadtest k8s clean"
+
+# Reinstalls only when the dependency files change; a second `make demo` skips it.
+$(INSTALLED): pyproject.toml client/pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e ./client -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED)
+
+# Exported once; `make export` writes a new version on demand.
+$(REPOSITORY)/$(MODEL)/config.pbtxt: | $(INSTALLED)
+	$(BIN)/tvision export --target $(TARGET) --repository $(REPOSITORY)
+
+export: $(INSTALLED)
+	$(BIN)/tvision export --target $(TARGET) --repository $(REPOSITORY)
+
+demo: $(REPOSITORY)/$(MODEL)/config.pbtxt
+	$(BIN)/tvision demo --repository $(REPOSITORY)
+
+serve: $(REPOSITORY)/$(MODEL)/config.pbtxt
+	$(BIN)/tvision serve --repository $(REPOSITORY)
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy --strict client/src/tvision_client
+
+k8s: $(INSTALLED)
+	$(BIN)/kubectl kustomize k8s/overlays/prod
+
+clean:
+	rm -rf $(REPOSITORY)/*/ .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,155 @@
+"""Locust load test for a tvision deployment, through the sync SDK over gRPC.
+
+Run headless against a server (``--host`` is Triton's gRPC address)::
+
+    locust -f loadtest/locustfile.py --headless -u 16 -r 4 -t 60s --host 127.0.0.1:8001 \
+        --slo-p99-ms 500 --slo-max-failure-ratio 0.001
+
+The run exits non-zero when a service-level objective is missed, so it can gate a release.
+For a ramp, add the shape: ``-f loadtest/locustfile.py,loadtest/shapes.py``.
+For more load than one machine makes, use Locust's own ``--master`` / ``--worker`` mode.
+"""
+
+from __future__ import annotations
+
+# gRPC must cooperate with gevent before anything opens a channel, or calls run one at a time.
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()
+
+import io  # noqa: E402
+import time  # noqa: E402
+from typing import Any, ClassVar  # noqa: E402
+
+from locust import User, events, task  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tvision_client import Client, ClientError  # noqa: E402
+
+REQUEST_TYPE = "grpc"
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("tvision")
+    group.add_argument(
+        "--model", default="efficientnet_lite0", env_var="TVISION_MODEL", help="ensemble to call"
+    )
+    group.add_argument("--top-k", type=int, default=5, env_var="TVISION_TOP_K")
+    group.add_argument(
+        "--timeout-s",
+        type=float,
+        default=10.0,
+        env_var="TVISION_TIMEOUT_S",
+        help="deadline per request, retries included",
+    )
+    group.add_argument(
+        "--image-size",
+        default="640x480",
+        env_var="TVISION_IMAGE_SIZE",
+        help="WIDTHxHEIGHT the sample photos are re-encoded at",
+    )
+    group.add_argument(
+        "--slo-p99-ms",
+        type=float,
+        default=0.0,
+        env_var="TVISION_SLO_P99_MS",
+        help="fail the run when p99 latency exceeds this (0: no gate)",
+    )
+    group.add_argument(
+        "--slo-max-failure-ratio",
+        type=float,
+        default=0.0,
+        env_var="TVISION_SLO_MAX_FAILURE_RATIO",
+        help="fail the run when more requests than this fraction fail",
+    )
+
+
+def sample_jpegs(size: tuple[int, int]) -> list[bytes]:
+    """The bundled sample photos, re-encoded as JPEGs of ``size``."""
+    from tvision_export.samples import sample_photos
+
+    encoded = []
+    for photo in sample_photos():
+        buffer = io.BytesIO()
+        Image.open(photo.path).convert("RGB").resize(size).save(buffer, "JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+class TritonUser(User):
+    """A user that owns one SDK client and reports each call to Locust."""
+
+    abstract = True
+    _images: ClassVar[list[bytes]] = []
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        options = environment.parsed_options
+        self.model = options.model if options else "efficientnet_lite0"
+        self.top_k = options.top_k if options else 5
+        timeout_s = options.timeout_s if options else 10.0
+        if not TritonUser._images:
+            width, height = (
+                int(v) for v in (options.image_size if options else "640x480").split("x")
+            )
+            TritonUser._images = sample_jpegs((width, height))
+        self.client = Client(self.host or "127.0.0.1:8001", model=self.model, timeout_s=timeout_s)
+        self._next_image = 0
+
+    def classify(self, name: str) -> None:
+        """Classify the next sample image; the one place metrics are fired."""
+        image = TritonUser._images[self._next_image % len(TritonUser._images)]
+        self._next_image += 1
+        started = time.perf_counter()
+        exception: Exception | None = None
+        try:
+            self.client.classify(image, top_k=self.top_k)
+        except ClientError as exc:
+            exception = exc
+        events.request.fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=len(image),
+            exception=exception,
+            context={},
+        )
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+
+class ClassifyUser(TritonUser):
+    """Sends one real JPEG per request, back to back."""
+
+    @task
+    def classify_jpeg(self) -> None:
+        self.classify("classify")
+
+
+@events.quitting.add_listener
+def _enforce_slos(environment: Environment, **_kwargs: Any) -> None:
+    options = environment.parsed_options
+    stats = environment.stats.total
+    if options is None:
+        return
+    problems = []
+    if stats.num_requests == 0:
+        problems.append("no requests were made")
+    if options.slo_p99_ms > 0 and stats.get_response_time_percentile(0.99) > options.slo_p99_ms:
+        problems.append(
+            f"p99 {stats.get_response_time_percentile(0.99):.0f} ms > {options.slo_p99_ms:g} ms"
+        )
+    if stats.num_requests and stats.fail_ratio > options.slo_max_failure_ratio:
+        problems.append(f"failure ratio {stats.fail_ratio:.4f} > {options.slo_max_failure_ratio:g}")
+    if problems:
+        print("SLO gate FAILED: " + "; ".join(problems))
+        environment.process_exit_code = 1
+    else:
+        print(
+            f"SLO gate passed: {stats.num_requests} requests, "
+            f"p99 {stats.get_response_time_percentile(0.99):.0f} ms, "
+            f"failure ratio {stats.fail_ratio:.4f}"
+        )

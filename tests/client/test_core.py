@@ -1,0 +1,89 @@
+"""The SDK's I/O-free core: request building, parsing, deadlines and retry decisions."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2
+
+from tvision_client import RetryPolicy
+from tvision_client._core import (
+    Deadline,
+    TensorNames,
+    backoff_s,
+    build_infer_request,
+    deserialize_bytes_tensor,
+    parse_classifications,
+    parse_endpoints,
+    parse_prediction,
+    retry_delay_s,
+    serialize_bytes_tensor,
+)
+
+
+def test_bytes_tensor_round_trip_with_empty_and_binary_elements() -> None:
+    elements = [b"", b"\x00\xff\x10", b"jpeg" * 100]
+    raw = serialize_bytes_tensor(elements)
+    assert len(raw) == 4 * 3 + 3 + 400
+    assert deserialize_bytes_tensor(raw) == elements
+
+
+def test_request_asks_for_classification_top_k() -> None:
+    request = build_infer_request("m", TensorNames("IN", "OUT"), [b"a", b"bc"], top_k=3)
+    assert request.model_name == "m"
+    assert list(request.inputs[0].shape) == [2, 1]
+    assert request.inputs[0].datatype == "BYTES"
+    assert request.outputs[0].parameters["classification"].int64_param == 3
+    with pytest.raises(ValueError, match="top_k"):
+        build_infer_request("m", TensorNames("IN", "OUT"), [b"a"], top_k=0)
+
+
+def test_label_with_colons_is_kept_whole() -> None:
+    prediction = parse_prediction(b"0.25:7:ratio 16:9 screen")
+    assert (prediction.index, prediction.label, prediction.score) == (7, "ratio 16:9 screen", 0.25)
+
+
+def test_classifications_split_per_image_and_sorted() -> None:
+    response = service_pb2.ModelInferResponse()
+    response.raw_output_contents.append(
+        serialize_bytes_tensor([b"0.1:1:b", b"0.7:0:a", b"0.9:5:f", b"0.05:2:c"])
+    )
+    first, second = parse_classifications(response, count=2, model="m")
+    assert [p.label for p in first.predictions] == ["a", "b"]
+    assert second.top.label == "f"
+
+
+def test_endpoints_accept_lists_commas_and_dns() -> None:
+    assert parse_endpoints("a:1, b:2") == ["a:1", "b:2"]
+    assert parse_endpoints(["a:1", "b:2"]) == ["a:1", "b:2"]
+    assert parse_endpoints("dns:///triton.ns.svc:8001") == ["dns:///triton.ns.svc:8001"]
+    with pytest.raises(ValueError):
+        parse_endpoints([])
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(initial_backoff_s=0.1, max_backoff_s=0.4, multiplier=2.0)
+    rng = random.Random(1)
+    ceilings = [max(backoff_s(policy, attempt, rng) for _ in range(200)) for attempt in (1, 2, 5)]
+    assert ceilings[0] <= 0.1 < ceilings[1] <= 0.2
+    assert 0.3 < ceilings[2] <= 0.4
+
+
+def test_retry_only_unavailable_within_attempts_and_deadline() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)
+    deadline = Deadline(10.0)
+    assert retry_delay_s(grpc.StatusCode.UNAVAILABLE, 1, policy, deadline) is not None
+    assert retry_delay_s(grpc.StatusCode.UNAVAILABLE, 3, policy, deadline) is None
+    assert retry_delay_s(grpc.StatusCode.INVALID_ARGUMENT, 1, policy, deadline) is None
+    assert retry_delay_s(grpc.StatusCode.DEADLINE_EXCEEDED, 1, policy, deadline) is None
+
+
+def test_no_retry_once_the_deadline_is_spent() -> None:
+    policy = RetryPolicy(max_attempts=5, initial_backoff_s=0.5, max_backoff_s=0.5)
+    deadline = Deadline(0.01)
+    time.sleep(0.02)
+    assert deadline.expired()
+    assert retry_delay_s(grpc.StatusCode.UNAVAILABLE, 1, policy, deadline) is None

@@ -1,0 +1,182 @@
+"""The exporter: ONNX parity with PyTorch, and repositories Triton's own schema accepts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import json_format
+
+from tvision_export import configs
+from tvision_export.configs import ServingOptions
+from tvision_export.exporter import ExportResult, validation_inputs
+from tvision_export.onnx_export import (
+    ONNX_INPUT_NAME,
+    ONNX_OUTPUT_NAME,
+    ExportValidationError,
+    build_probability_module,
+    validate_onnx,
+)
+from tvision_export.repository import ClassifierSource, ModelNames, write_version
+from tvision_export.spec import DEFAULT_SPEC, PreprocessSpec
+
+
+def _configs(repository: Path) -> dict[str, configs.model_config_pb2.ModelConfig]:
+    return {
+        path.parent.name: configs.parse(path.read_text())
+        for path in sorted(repository.glob("*/config.pbtxt"))
+    }
+
+
+def _gpu_repository(cpu_repository: Path, tmp_path: Path, **overrides: object) -> Path:
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    source = ClassifierSource(
+        onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
+        onnx_input=ONNX_INPUT_NAME,
+        onnx_output=ONNX_OUTPUT_NAME,
+        input_size_px=DEFAULT_SPEC.input_size_px,
+        labels=DEFAULT_SPEC.load_labels(),
+        preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
+    )
+    repository = tmp_path / "gpu_repository"
+    write_version(repository, DEFAULT_SPEC.name, source, ServingOptions(target="gpu", **overrides))
+    return repository
+
+
+def test_onnx_matches_torch_on_random_input_and_a_real_photo(cpu_export: ExportResult) -> None:
+    report = cpu_export.validation
+    assert report.atol == DEFAULT_SPEC.validation.atol
+    assert {check.input_name for check in report.checks} >= {"photo coffee", "random batch of 3"}
+    assert report.max_abs_diff <= report.atol
+    photo_check = next(check for check in report.checks if check.input_name == "photo coffee")
+    assert photo_check.onnx_top1 == photo_check.torch_top1 == [967]  # ImageNet "espresso"
+
+
+def test_validation_fails_loudly_when_onnx_and_torch_disagree(cpu_repository: Path) -> None:
+    import torch
+
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    onnx_path = cpu_repository / names.classifier / "1" / "model.onnx"
+    module = build_probability_module(DEFAULT_SPEC)
+    # A torch module that really differs from the exported graph: squared probabilities.
+    skewed = torch.nn.Sequential(module, torch.nn.Softmax(dim=-1)).eval()
+    with pytest.raises(ExportValidationError) as raised:
+        validate_onnx(DEFAULT_SPEC, skewed, onnx_path, validation_inputs(DEFAULT_SPEC))
+    assert len(raised.value.failures) >= 3  # every input is reported, not only the first
+    assert "exceeds atol" in str(raised.value)
+
+
+def test_every_cpu_config_parses_as_triton_model_config(cpu_repository: Path) -> None:
+    parsed = _configs(cpu_repository)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    assert set(parsed) == set(names.all())
+    assert parsed[names.ensemble].platform == "ensemble"
+    assert parsed[names.preprocess].backend == "python"
+    assert parsed[names.classifier].backend == "python"
+    assert (cpu_repository / names.classifier / "1" / "model.onnx").stat().st_size > 1_000_000
+
+
+def test_both_composing_models_batch_dynamically_and_the_ensemble_fits(cpu_repository) -> None:
+    parsed = _configs(cpu_repository)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    for name in (names.preprocess, names.classifier):
+        batching = parsed[name].dynamic_batching
+        assert list(batching.preferred_batch_size) == [4, 8]
+        assert batching.max_queue_delay_microseconds > 0
+        assert batching.default_queue_policy.max_queue_size > 0
+    smallest = min(parsed[names.preprocess].max_batch_size, parsed[names.classifier].max_batch_size)
+    assert 0 < parsed[names.ensemble].max_batch_size <= smallest
+
+
+def test_ensemble_wires_preprocess_into_classifier(cpu_repository: Path) -> None:
+    parsed = _configs(cpu_repository)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    steps = parsed[names.ensemble].ensemble_scheduling.step
+    assert [step.model_name for step in steps] == [names.preprocess, names.classifier]
+    assert steps[0].output_map[configs.PREPROCESS_OUTPUT] == steps[1].input_map[ONNX_INPUT_NAME]
+    classifier_output = parsed[names.classifier].output[0]
+    assert classifier_output.label_filename == configs.LABELS_FILE
+    assert list(classifier_output.dims) == [1000]
+
+
+def test_preprocessing_spec_travels_in_the_config(cpu_repository: Path) -> None:
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    parameters = _configs(cpu_repository)[names.preprocess].parameters
+    spec = json.loads(parameters["preprocess_spec"].string_value)
+    assert PreprocessSpec(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}) == (
+        DEFAULT_SPEC.preprocess
+    )
+    model_py = (cpu_repository / names.preprocess / "1" / "model.py").read_text()
+    assert "127" not in model_py and "224" not in model_py  # nothing model-specific in code
+
+
+def test_labels_file_has_one_line_per_class(cpu_repository: Path) -> None:
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    for model in (names.ensemble, names.classifier):
+        lines = (cpu_repository / model / configs.LABELS_FILE).read_text().splitlines()
+        assert len(lines) == 1000
+        assert lines[967] == "espresso"
+
+
+def test_gpu_target_uses_onnxruntime_on_gpu_with_batching(cpu_repository, tmp_path) -> None:
+    repository = _gpu_repository(cpu_repository, tmp_path)
+    parsed = _configs(repository)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    classifier = parsed[names.classifier]
+    assert classifier.platform == "onnxruntime_onnx"
+    assert not classifier.backend
+    assert classifier.instance_group[0].kind == configs.model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert list(classifier.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert not classifier.optimization.execution_accelerators.gpu_execution_accelerator
+    assert not (repository / names.classifier / "1" / "model.py").exists()
+    preprocess = parsed[names.preprocess]
+    assert preprocess.instance_group[0].kind == configs.model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert preprocess.instance_group[0].count >= 2
+
+
+def test_gpu_fp16_adds_the_tensorrt_accelerator(cpu_repository, tmp_path) -> None:
+    repository = _gpu_repository(cpu_repository, tmp_path, fp16=True)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    classifier = _configs(repository)[names.classifier]
+    (accelerator,) = classifier.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+
+
+def test_a_misspelled_config_field_fails_at_export_time() -> None:
+    config = configs.preprocess_config("m", "{}", 224, ServingOptions())
+    config["dynamic_batching"]["prefered_batch_size"] = [4]
+    with pytest.raises(json_format.ParseError, match="prefered_batch_size"):
+        configs.render(config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"target": "tpu"}, "target"),
+        ({"fp16": True}, "gpu target"),
+        ({"max_batch_size": 4, "preferred_batch_sizes": (8,)}, "exceed max_batch_size"),
+        ({"preprocess_instances": 0}, "preprocess_instances"),
+    ],
+)
+def test_serving_options_reject_inconsistent_values(overrides, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServingOptions(**overrides)
+
+
+def test_reference_preprocessing_matches_the_spec_formula() -> None:
+    from PIL import Image
+
+    from tvision_export.reference import reference_preprocess
+
+    image = Image.new("RGB", (300, 256), (255, 127, 0))
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    pixels = reference_preprocess(buffer.getvalue(), DEFAULT_SPEC.preprocess)
+    assert pixels.shape == (3, 224, 224)
+    expected = [(255 - 127) / 128, 0.0, (0 - 127) / 128]
+    assert np.allclose(pixels[:, 100, 100], expected, atol=1e-6)
