@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -49,9 +49,7 @@ class AsyncClient:
         self._round_robin = _core.RoundRobin(len(self._stubs))
         self._model_info: dict[str, ModelInfo] = {}
 
-    async def _call(
-        self, method: str, request: object, what: str, timeout_s: float | None
-    ) -> object:
+    async def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> Any:
         deadline = _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
         attempts = 0
         while True:
@@ -78,7 +76,7 @@ class AsyncClient:
             )
         except ClientError:
             return False
-        return bool(reply.ready)  # type: ignore[attr-defined]
+        return bool(reply.ready)
 
     async def wait_until_ready(
         self, timeout_s: float = 60.0, poll_interval_s: float = 0.25
@@ -118,9 +116,9 @@ class AsyncClient:
             )
         except ClientError as exc:
             if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise _core.not_found_error(name, exc.__cause__) from exc.__cause__  # type: ignore[arg-type]
+                raise _core.not_found_error(name, exc.__cause__) from exc.__cause__
             raise
-        info = _core.parse_model_info(metadata, config)  # type: ignore[arg-type]
+        info = _core.parse_model_info(metadata, config)
         self._model_info[name] = info
         return info
 
@@ -145,7 +143,7 @@ class AsyncClient:
         names = _core.TensorNames(info.input_name, info.output_name)
         request = _core.build_infer_request(name, names, [data], top_k)
         response = await self._call("ModelInfer", request, f"classify with {name!r}", timeout_s)
-        return _core.parse_classifications(response, 1, name)[0]  # type: ignore[arg-type]
+        return _core.parse_classifications(response, 1, name)[0]
 
     @overload
     async def classify_batch(

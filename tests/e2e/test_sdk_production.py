@@ -1,0 +1,199 @@
+"""The SDK's production behaviour against real Triton servers: failover, TLS, auth headers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from tvision.server import ServerPorts, TritonServer
+from tvision_client import (
+    AsyncClient,
+    Client,
+    ClientError,
+    InvalidImageError,
+    RetryPolicy,
+    TLSConfig,
+    UnavailableError,
+)
+from tvision_export.samples import sample_photo
+
+pytestmark = pytest.mark.e2e
+
+COFFEE = sample_photo("coffee").path.read_bytes()
+
+
+def _inference_count(server: TritonServer) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("nv_inference_request_success{") and 'model="efficientnet_lite0"' in line
+    )
+
+
+def test_failover_when_one_of_two_servers_dies_mid_run(
+    cpu_repository: Path, triton_server: TritonServer
+) -> None:
+    second = TritonServer(cpu_repository, ServerPorts.free()).start()
+    retry = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.5)
+    failures: list[BaseException] = []
+    successes = 0
+    stop = threading.Event()
+    try:
+        with Client([triton_server.grpc_url, second.grpc_url], retry=retry, timeout_s=30) as client:
+            client.wait_until_ready(timeout_s=30)
+            before = (_inference_count(triton_server), _inference_count(second))
+            for _ in range(8):
+                client.classify(COFFEE, top_k=1)
+            balanced = (_inference_count(triton_server), _inference_count(second))
+            # Round-robin: both servers took part of the traffic.
+            assert balanced[0] - before[0] >= 2 and balanced[1] - before[1] >= 2
+
+            def worker() -> None:
+                nonlocal successes
+                while not stop.is_set():
+                    try:
+                        assert client.classify(COFFEE, top_k=1).top.label == "espresso"
+                        successes += 1
+                    except BaseException as exc:  # record anything, then stop
+                        failures.append(exc)
+                        return
+
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            while successes < 20:
+                threading.Event().wait(0.05)
+            # Kill the second server hard, mid-run: no graceful drain.
+            assert second.process is not None
+            os.killpg(second.process.pid, signal.SIGKILL)
+            after_kill = successes
+            while successes < after_kill + 30 and not failures:
+                threading.Event().wait(0.05)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+    finally:
+        stop.set()
+        second.stop()
+    assert failures == []
+    assert successes >= after_kill + 30
+
+
+def test_async_client_against_the_real_server(triton_server: TritonServer) -> None:
+    async def run() -> list[str]:
+        async with AsyncClient(triton_server.grpc_url, timeout_s=60) as client:
+            await client.wait_until_ready(timeout_s=30)
+            info = await client.model_info()
+            assert info.num_classes == 1000 and info.input_name == "IMAGE"
+            results = await client.classify_batch([COFFEE, b"bad", COFFEE], return_exceptions=True)
+            return [r.top.label if not isinstance(r, ClientError) else "error" for r in results]
+
+    assert asyncio.run(run()) == ["espresso", "error", "espresso"]
+
+
+def test_model_info_comes_from_the_server(triton_server: TritonServer) -> None:
+    with Client(triton_server.grpc_url) as client:
+        info = client.model_info()
+    assert (info.input_name, info.input_datatype, info.output_name) == (
+        "IMAGE",
+        "BYTES",
+        "PROBABILITIES",
+    )
+    assert info.num_classes == 1000
+    assert info.max_batch_size >= 1
+    assert int(info.limits["max_image_bytes"]) > 0
+    assert int(info.limits["max_image_pixels"]) > 0
+
+
+def test_image_over_the_limit_fails_before_it_is_sent(triton_server: TritonServer) -> None:
+    with Client(triton_server.grpc_url, max_message_bytes=1024 * 1024) as client:
+        with pytest.raises(InvalidImageError, match="over the limit"):
+            client.classify(b"\xff\xd8" + b"\x00" * (2 * 1024 * 1024))
+        assert client.classify(COFFEE).top.label == "espresso"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import trustme
+
+    directory = tmp_path_factory.mktemp("tls")
+    authority = trustme.CA()
+    server_cert = authority.issue_cert("127.0.0.1", "localhost")
+    client_cert = authority.issue_cert("tvision-client@example.test")
+    paths = {
+        "ca": directory / "ca.pem",
+        "server_cert": directory / "server.pem",
+        "server_key": directory / "server.key",
+        "client_cert": directory / "client.pem",
+        "client_key": directory / "client.key",
+    }
+    authority.cert_pem.write_to_path(paths["ca"])
+    server_cert.private_key_pem.write_to_path(paths["server_key"])
+    server_cert.cert_chain_pems[0].write_to_path(paths["server_cert"])
+    client_cert.private_key_pem.write_to_path(paths["client_key"])
+    client_cert.cert_chain_pems[0].write_to_path(paths["client_cert"])
+    return paths
+
+
+def _tls_server(repository: Path, certificates: dict[str, Path], mutual: bool) -> TritonServer:
+    args = [
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={certificates['server_cert']}",
+        f"--grpc-server-key={certificates['server_key']}",
+        f"--grpc-root-cert={certificates['ca']}",
+    ]
+    if mutual:
+        args.append("--grpc-use-ssl-mutual=true")
+    return TritonServer(repository, ServerPorts.free(), extra_args=args)
+
+
+def test_server_tls_with_a_custom_root_certificate(cpu_repository, certificates) -> None:
+    tls = TLSConfig(root_certificates=certificates["ca"].read_bytes())
+    with _tls_server(cpu_repository, certificates, mutual=False) as server:
+        with Client(server.grpc_url, tls=tls, timeout_s=30) as client:
+            assert client.classify(COFFEE).top.label == "espresso"
+        # A plaintext client cannot talk to a TLS server.
+        with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=5) as plain:
+            with pytest.raises(ClientError):
+                plain.classify(COFFEE)
+
+
+def test_mutual_tls_requires_the_client_certificate(cpu_repository, certificates) -> None:
+    mutual = TLSConfig(
+        root_certificates=certificates["ca"].read_bytes(),
+        private_key=certificates["client_key"].read_bytes(),
+        certificate_chain=certificates["client_cert"].read_bytes(),
+    )
+    server_only = TLSConfig(root_certificates=certificates["ca"].read_bytes())
+    with _tls_server(cpu_repository, certificates, mutual=True) as server:
+        with Client(server.grpc_url, tls=mutual, timeout_s=30) as client:
+            assert client.classify(COFFEE).top.label == "espresso"
+        with Client(
+            server.grpc_url, tls=server_only, retry=RetryPolicy(max_attempts=1), timeout_s=5
+        ) as client, pytest.raises(UnavailableError):
+            client.classify(COFFEE)
+
+
+def test_bearer_token_metadata_reaches_a_server_that_requires_it(cpu_repository) -> None:
+    # Triton's restricted-protocol option admits inference calls only when the header
+    # "triton-grpc-protocol-<key>" carries the value; a gateway would check a bearer token
+    # the same way, so this proves the SDK's metadata reaches the server on every call.
+    token = "Bearer tvision-test-token"
+    args = [f"--grpc-restricted-protocol=inference:authorization={token}"]
+    header = {"triton-grpc-protocol-authorization": token}
+    with TritonServer(cpu_repository, ServerPorts.free(), extra_args=args) as server:
+        with Client(server.grpc_url, metadata=header, timeout_s=30) as client:
+            assert client.classify(COFFEE).top.label == "espresso"
+        with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=10) as client:
+            with pytest.raises(ClientError) as raised:
+                client.classify(COFFEE)
+        assert raised.value.code is not None
