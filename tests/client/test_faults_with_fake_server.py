@@ -79,7 +79,7 @@ def test_fake_stalled_call_raises_deadline_exceeded_with_the_budget_in_the_messa
     plan = FaultPlan(stall_s=1.0)
     with fake_server(plan) as address, Client(address, retry=NO_RETRY) as client:
         client.model_info()
-        with pytest.raises(DeadlineExceededError, match="deadline of 0.2 s"):
+        with pytest.raises(DeadlineExceededError, match=r"deadline of 0\.2 s"):
             client.classify(b"image", timeout_s=0.2)
 
 

@@ -177,9 +177,12 @@ def test_mutual_tls_requires_the_client_certificate(cpu_repository, certificates
     with _tls_server(cpu_repository, certificates, mutual=True) as server:
         with Client(server.grpc_url, tls=mutual, timeout_s=30) as client:
             assert client.classify(COFFEE).top.label == "espresso"
-        with Client(
-            server.grpc_url, tls=server_only, retry=RetryPolicy(max_attempts=1), timeout_s=5
-        ) as client, pytest.raises(UnavailableError):
+        with (
+            Client(
+                server.grpc_url, tls=server_only, retry=RetryPolicy(max_attempts=1), timeout_s=5
+            ) as client,
+            pytest.raises(UnavailableError),
+        ):
             client.classify(COFFEE)
 
 
