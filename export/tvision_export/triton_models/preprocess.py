@@ -5,9 +5,12 @@ It imports only numpy and Pillow, so it runs in the embedded server and in the N
 Every preprocessing number comes from the ``preprocess_spec`` config parameter that the
 exporter writes from the model's spec; nothing about the model is hard-coded here.
 
+``ImagePreprocessor`` holds all the image work and does not need Triton, so the benchmark's
+in-process path and the client-side path run exactly the same code as the server.
+
 Why it is fast (see the README's Performance section for the measurements):
 - ``execute`` treats all the requests Triton hands it as one batch: images are decoded one
-  by one (Pillow releases no work to batch there), then normalised in one numpy expression;
+  by one, then normalised in one numpy expression;
 - JPEGs are decoded with ``Image.draft``, which lets libjpeg scale down in the DCT domain
   to the smallest size that is still at least the resize target;
 - resizing happens on uint8 pixels, before any float conversion.
@@ -15,13 +18,13 @@ Why it is fast (see the README's Performance section for the measurements):
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import math
 from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow's own bomb check warns or raises at its own thresholds; ours is explicit below.
@@ -34,15 +37,19 @@ class ImageRejected(Exception):
     """An image that cannot be turned into a model input; the message goes to the client."""
 
 
-def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    return {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()}
+class ImagePreprocessor:
+    """Decode, convert to RGB, resize the short side, center-crop, normalise.
 
+    ``spec`` is the model's preprocessing spec as a dict (``PreprocessSpec`` fields).
+    """
 
-class TritonPythonModel:
-    def initialize(self, args: dict[str, str]) -> None:
-        model_config = json.loads(args["model_config"])
-        parameters = _parameters(model_config)
-        spec = json.loads(parameters["preprocess_spec"])
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        max_image_pixels: int,
+        max_image_bytes: int,
+        jpeg_draft: bool = True,
+    ) -> None:
         self.resize_short_px = int(spec["resize_short_px"])
         self.crop_px = int(spec["crop_px"])
         self.bgr = spec.get("channel_order", "RGB") == "BGR"
@@ -52,51 +59,13 @@ class TritonPythonModel:
         scale = float(spec.get("scale", 1.0))
         self.multiplier = (1.0 / (scale * std)).reshape(1, 3, 1, 1).astype(np.float32)
         self.offset = (-mean / std).reshape(1, 3, 1, 1).astype(np.float32)
-        self.max_image_pixels = int(parameters["max_image_pixels"])
-        self.max_image_bytes = int(parameters["max_image_bytes"])
-        self.use_draft = parameters.get("jpeg_draft", "true") == "true"
-        self.input_name = model_config["input"][0]["name"]
-        self.output_name = model_config["output"][0]["name"]
+        self.max_image_pixels = max_image_pixels
+        self.max_image_bytes = max_image_bytes
+        self.jpeg_draft = jpeg_draft
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        crops: list[np.ndarray] = []
-        outcomes: list[int | str] = []  # images in the request, or the error message
-        for request in requests:
-            encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            try:
-                decoded = [
-                    self._decode(item, position)
-                    for position, item in enumerate(encoded.reshape(-1))
-                ]
-            except ImageRejected as exc:
-                outcomes.append(str(exc))
-                continue
-            except Exception as exc:  # one bad request must never fail the others
-                outcomes.append(f"cannot preprocess image: {type(exc).__name__}: {exc}")
-                continue
-            crops.extend(decoded)
-            outcomes.append(len(decoded))
-
-        pixels = self._normalise(crops) if crops else None
-        responses = []
-        start = 0
-        for outcome in outcomes:
-            if isinstance(outcome, str):
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[],
-                        error=pb_utils.TritonError(outcome, pb_utils.TritonError.INVALID_ARG),
-                    )
-                )
-                continue
-            assert pixels is not None
-            tensor = pb_utils.Tensor(self.output_name, pixels[start : start + outcome])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
-            start += outcome
-        return responses
-
-    def _normalise(self, crops: list[np.ndarray]) -> np.ndarray:
-        batch = np.stack(crops)  # N, H, W, 3 uint8
+    def normalise(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Stack uint8 HxWx3 crops and normalise them in one vectorised pass -> N,3,H,W."""
+        batch = np.stack(crops)
         if self.bgr:
             batch = batch[..., ::-1]
         pixels = batch.transpose(0, 3, 1, 2).astype(np.float32)
@@ -104,7 +73,13 @@ class TritonPythonModel:
         pixels += self.offset
         return pixels
 
-    def _decode(self, data: Any, position: int) -> np.ndarray:
+    def decode(self, data: Any, position: int = 0) -> np.ndarray:
+        """One encoded image -> uint8 crop of shape (crop, crop, 3).
+
+        Raises:
+            ImageRejected: the image is empty, too large, of an unaccepted format, corrupt
+                or truncated; the message names the problem.
+        """
         where = f"image {position}"
         if not isinstance(data, (bytes, bytearray)):
             raise ImageRejected(f"{where}: expected encoded image bytes, got {type(data).__name__}")
@@ -130,6 +105,7 @@ class TritonPythonModel:
                 f"{where}: format {image.format} is not accepted; expected JPEG, PNG, WebP or BMP"
             )
         width, height = image.size
+        # Checked from the header alone, before a single pixel is decoded.
         if width * height > self.max_image_pixels:
             raise ImageRejected(
                 f"{where}: {width}x{height} is {width * height} pixels, above the limit of "
@@ -137,7 +113,7 @@ class TritonPythonModel:
             )
         if width < 1 or height < 1:
             raise ImageRejected(f"{where}: image has no pixels ({width}x{height})")
-        if self.use_draft and image.format == "JPEG":
+        if self.jpeg_draft and image.format == "JPEG":
             ratio = self.resize_short_px / min(width, height)
             # draft() keeps the decoded size at or above the request, so quality is kept.
             image.draft("RGB", (math.ceil(width * ratio), math.ceil(height * ratio)))
@@ -174,3 +150,68 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode != "RGB":
         return image.convert("RGB")
     return image
+
+
+def preprocessor_from_config(model_config: dict[str, Any]) -> ImagePreprocessor:
+    """Build the preprocessor from a Triton model config (as the JSON Triton passes)."""
+    parameters = {
+        key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
+    }
+    return ImagePreprocessor(
+        spec=json.loads(parameters["preprocess_spec"]),
+        max_image_pixels=int(parameters["max_image_pixels"]),
+        max_image_bytes=int(parameters["max_image_bytes"]),
+        jpeg_draft=parameters.get("jpeg_draft", "true") == "true",
+    )
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        # Imported here so that ImagePreprocessor can be used outside Triton.
+        self.pb_utils = importlib.import_module("triton_python_backend_utils")
+        model_config = json.loads(args["model_config"])
+        self.preprocessor = preprocessor_from_config(model_config)
+        parameters = model_config.get("parameters", {})
+        # "false" only in the benchmark's naive baseline: one request at a time.
+        self.batched = parameters.get("batched_execute", {}).get("string_value", "true") == "true"
+        self.input_name = model_config["input"][0]["name"]
+        self.output_name = model_config["output"][0]["name"]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        if not self.batched:
+            return [self._execute_batch([request])[0] for request in requests]
+        return self._execute_batch(requests)
+
+    def _execute_batch(self, requests: list[Any]) -> list[Any]:
+        pb_utils = self.pb_utils
+        crops: list[np.ndarray] = []
+        outcomes: list[int | str] = []  # images in the request, or the error message
+        for request in requests:
+            encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+            try:
+                decoded = [
+                    self.preprocessor.decode(item, position)
+                    for position, item in enumerate(encoded.reshape(-1))
+                ]
+            except ImageRejected as exc:
+                outcomes.append(str(exc))
+                continue
+            except Exception as exc:  # one bad request must never fail the others
+                outcomes.append(f"cannot preprocess image: {type(exc).__name__}: {exc}")
+                continue
+            crops.extend(decoded)
+            outcomes.append(len(decoded))
+
+        pixels = self.preprocessor.normalise(crops) if crops else None
+        responses = []
+        start = 0
+        for outcome in outcomes:
+            if isinstance(outcome, str):
+                error = pb_utils.TritonError(outcome, pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+                continue
+            assert pixels is not None
+            tensor = pb_utils.Tensor(self.output_name, pixels[start : start + outcome])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+            start += outcome
+        return responses

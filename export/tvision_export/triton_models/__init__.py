@@ -1,0 +1,1 @@
+"""Model code the exporter copies into a Triton repository (python backend)."""

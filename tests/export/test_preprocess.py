@@ -1,0 +1,152 @@
+"""The server's image preprocessing, run in-process: formats, modes, EXIF, limits, parity."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tvision_export.reference import reference_preprocess
+from tvision_export.samples import sample_photo
+from tvision_export.spec import DEFAULT_SPEC
+from tvision_export.triton_models.preprocess import ImagePreprocessor, ImageRejected
+
+SPEC = DEFAULT_SPEC.preprocess
+WHITE = (255 - 127) / 128
+
+
+def make_preprocessor(**overrides) -> ImagePreprocessor:
+    options = {"max_image_pixels": 40_000_000, "max_image_bytes": 20_000_000, **overrides}
+    spec = {**SPEC.__dict__, "mean": list(SPEC.mean), "std": list(SPEC.std)}
+    return ImagePreprocessor(spec, **options)
+
+
+def encode(image: Image.Image, fmt: str, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    preprocessor = make_preprocessor()
+    return preprocessor.normalise([preprocessor.decode(data)])[0]
+
+
+def photo() -> Image.Image:
+    return Image.open(sample_photo("coffee").path).convert("RGB")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+def test_accepted_formats_decode_to_the_model_input_shape(fmt) -> None:
+    out = pixels(encode(photo(), fmt))
+    assert out.shape == (3, 224, 224) and out.dtype == np.float32
+    assert out.min() >= -1.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16"])
+def test_every_colour_mode_becomes_three_channels(mode) -> None:
+    image = photo().convert(mode) if mode != "I;16" else photo().convert("L").convert("I;16")
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    out = pixels(encode(image, fmt))
+    assert out.shape == (3, 224, 224)
+
+
+def test_grayscale_gives_equal_channels() -> None:
+    out = pixels(encode(photo().convert("L"), "PNG"))
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])
+
+
+def test_transparent_pixels_are_composited_over_white() -> None:
+    image = Image.new("RGBA", (300, 300), (0, 0, 0, 0))  # fully transparent black
+    out = pixels(encode(image, "PNG"))
+    assert np.allclose(out, WHITE)
+
+
+def test_palette_with_transparency_is_composited_over_white() -> None:
+    image = Image.new("P", (300, 300), 0)
+    image.putpalette([0, 0, 0] * 256)
+    out = pixels(encode(image, "PNG", transparency=0))
+    assert np.allclose(out, WHITE)
+
+
+def test_exif_orientation_is_honoured() -> None:
+    # Left half red, right half blue; EXIF orientation 6 means "rotate 90° clockwise to view".
+    image = Image.new("RGB", (400, 300), (255, 0, 0))
+    image.paste((0, 0, 255), (200, 0, 400, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = pixels(encode(image, "PNG"))
+    rotated = pixels(encode(image, "PNG", exif=exif.tobytes()))
+    # Upright: red on the left. After the 90° turn red is on top, blue at the bottom.
+    assert upright[0, 112, 10] > 0.9 and upright[2, 112, 10] < -0.9
+    assert rotated[0, 10, 112] > 0.9 and rotated[2, 214, 112] > 0.9
+
+
+def test_served_preprocessing_matches_the_reference_without_draft() -> None:
+    for name in ("coffee", "flower", "chelsea"):
+        data = sample_photo(name).path.read_bytes()
+        served = pixels(data)
+        reference = reference_preprocess(data, SPEC)
+        assert np.allclose(served, reference, atol=1e-5), name
+
+
+def test_draft_decode_stays_close_to_the_full_decode_on_a_large_jpeg() -> None:
+    data = encode(photo().resize((1920, 1280)), "JPEG", quality=92)
+    drafted = make_preprocessor(jpeg_draft=True)
+    full = make_preprocessor(jpeg_draft=False)
+    difference = np.abs(
+        drafted.normalise([drafted.decode(data)]) - full.normalise([full.decode(data)])
+    )
+    # Both are within a few grey levels (1 level = 1/128 here) on average.
+    assert difference.mean() < 4 / 128
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height``: a decompression bomb's header."""
+    real = encode(Image.new("RGB", (1, 1)), "PNG")
+    ihdr_data = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr_data
+    ihdr = struct.pack(">I", len(ihdr_data)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return real[:8] + ihdr + real[8 + 25 :]
+
+
+def test_decompression_bomb_is_rejected_from_its_header() -> None:
+    with pytest.raises(ImageRejected, match=r"50000x50000 is 2500000000 pixels, above the limit"):
+        make_preprocessor().decode(_png_claiming(50_000, 50_000))
+
+
+def test_limits_are_configurable() -> None:
+    small = encode(photo(), "PNG")
+    with pytest.raises(ImageRejected, match="above the limit of 1000 pixels"):
+        make_preprocessor(max_image_pixels=1000).decode(small)
+    with pytest.raises(ImageRejected, match="exceeds the limit of 100 bytes"):
+        make_preprocessor(max_image_bytes=100).decode(small)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty input"),
+        (b"GIF89a" + b"\x00" * 64, "not a recognised image|not accepted"),
+        (b"hello world", "not a recognised image"),
+    ],
+)
+def test_bad_input_is_named(data, message) -> None:
+    with pytest.raises(ImageRejected, match=message):
+        make_preprocessor().decode(data)
+
+
+def test_truncated_jpeg_is_rejected() -> None:
+    data = encode(photo(), "JPEG")
+    with pytest.raises(ImageRejected, match="truncated"):
+        make_preprocessor().decode(data[: len(data) // 3])
+
+
+def test_unaccepted_format_is_named() -> None:
+    gif = encode(photo(), "GIF")
+    with pytest.raises(ImageRejected, match="format GIF is not accepted"):
+        make_preprocessor().decode(gif)
