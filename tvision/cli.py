@@ -221,6 +221,67 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.repository, args.top_k)
 
 
+# -- bench -----------------------------------------------------------------------------
+
+
+def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="served ensemble vs in-process limit, client-side and naive paths"
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes)")
+    parser.add_argument("--duration-s", type=float, default=None, help="seconds per run")
+    parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 16, 32))
+    parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
+    parser.set_defaults(handler=_run_bench)
+
+    sdk = subparsers.add_parser("bench-sdk", help="the SDK against raw tritonclient")
+    sdk.add_argument("--concurrency", type=_positive_int, default=8)
+    sdk.add_argument("--rounds", type=_positive_int, default=3)
+    sdk.add_argument("--duration-s", type=float, default=5.0)
+    sdk.add_argument("--json", type=Path, default=None)
+    sdk.set_defaults(handler=_run_bench_sdk)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from tvision import bench
+
+    if 16 not in args.concurrency:
+        print("error: --concurrency must include 16 (the naive comparison)", file=sys.stderr)
+        return 2
+
+    def progress(message: str) -> None:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    report = bench.run_benchmark(
+        quick=args.quick,
+        concurrencies=args.concurrency,
+        duration_s=args.duration_s,
+        progress=progress,
+    )
+    print(bench.render_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        bench.plot(report, args.plot)
+    return 0
+
+
+def _run_bench_sdk(args: argparse.Namespace) -> int:
+    from tvision import bench
+
+    report = bench.run_sdk_benchmark(
+        concurrency=args.concurrency,
+        rounds=args.rounds,
+        duration_s=args.duration_s,
+        progress=lambda message: print(f"[bench-sdk] {message}", file=sys.stderr, flush=True),
+    )
+    print(bench.render_sdk_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 # -- entry point -----------------------------------------------------------------------
 
 
@@ -233,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(subparsers)
     _add_classify(subparsers)
     _add_demo(subparsers)
+    _add_bench(subparsers)
     return parser
 
 

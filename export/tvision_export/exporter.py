@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvision_export import onnx_export
+from tvision_export import configs, onnx_export
 from tvision_export.configs import ServingOptions
 from tvision_export.onnx_export import ValidationReport
 from tvision_export.reference import reference_preprocess
@@ -46,8 +46,12 @@ def export_model(
     repository: Path,
     options: ServingOptions,
     on_step: StepCallback = lambda _step: None,
+    naive_baseline: bool = False,
 ) -> ExportResult:
     """Export ``spec`` to ONNX, validate it against PyTorch, and write a new version.
+
+    ``naive_baseline`` also writes ``<name>_naive``: the unoptimised configuration the
+    benchmark compares against. It is never needed for serving.
 
     Raises:
         onnx_export.ExportValidationError: ONNX Runtime disagrees with PyTorch.
@@ -76,4 +80,6 @@ def export_model(
             preprocess_spec_json=spec.preprocess.to_json(),
         )
         written = write_version(repository, spec.name, source, options)
+        if naive_baseline:
+            write_version(repository, f"{spec.name}_naive", source, configs.naive_baseline(options))
     return ExportResult(written=written, validation=report, labels_count=len(labels))

@@ -87,11 +87,14 @@ def test_exif_orientation_is_honoured() -> None:
 
 
 def test_served_preprocessing_matches_the_reference_without_draft() -> None:
-    for name in ("coffee", "flower", "chelsea"):
+    # The server resamples only the crop box; Pillow's 8-bit intermediate can then round a
+    # few pixels one grey level differently from resize-then-crop, and never more.
+    one_level = 1 / SPEC.std[0]
+    for name in ("coffee", "flower", "chelsea", "rocket"):
         data = sample_photo(name).path.read_bytes()
-        served = pixels(data)
-        reference = reference_preprocess(data, SPEC)
-        assert np.allclose(served, reference, atol=1e-5), name
+        difference = np.abs(pixels(data) - reference_preprocess(data, SPEC))
+        assert difference.max() <= one_level + 1e-6, name
+        assert (difference > 1e-6).mean() < 0.05, name
 
 
 def test_draft_decode_stays_close_to_the_full_decode_on_a_large_jpeg() -> None:
@@ -150,3 +153,24 @@ def test_unaccepted_format_is_named() -> None:
     gif = encode(photo(), "GIF")
     with pytest.raises(ImageRejected, match="format GIF is not accepted"):
         make_preprocessor().decode(gif)
+
+
+def test_bgr_channel_order_swaps_the_planes() -> None:
+    image = Image.new("RGB", (300, 300), (255, 0, 0))
+    spec = {**SPEC.__dict__, "mean": list(SPEC.mean), "std": list(SPEC.std)}
+    rgb = ImagePreprocessor(spec, 10**8, 10**8)
+    bgr = ImagePreprocessor({**spec, "channel_order": "BGR"}, 10**8, 10**8)
+    data = encode(image, "PNG")
+    as_rgb = rgb.normalise([rgb.decode(data)])[0]
+    as_bgr = bgr.normalise([bgr.decode(data)])[0]
+    assert np.allclose(as_rgb[0], WHITE) and np.allclose(as_bgr[2], WHITE)
+    assert np.array_equal(as_rgb[::-1], as_bgr)
+
+
+def test_crop_box_resize_and_plain_resize_agree_within_one_level() -> None:
+    spec = {**SPEC.__dict__, "mean": list(SPEC.mean), "std": list(SPEC.std)}
+    fast = ImagePreprocessor(spec, 10**8, 10**8, crop_box_resize=True)
+    plain = ImagePreprocessor(spec, 10**8, 10**8, crop_box_resize=False)
+    data = sample_photo("china").path.read_bytes()
+    difference = np.abs(fast.decode(data).astype(int) - plain.decode(data).astype(int))
+    assert difference.max() <= 1

@@ -27,6 +27,9 @@ class TritonPythonModel:
         # Threads are set deliberately: the preprocessing instances share the same cores.
         options.intra_op_num_threads = int(parameters.get("intra_op_num_threads", "0"))
         options.inter_op_num_threads = 1
+        # Spinning threads burn the cores the preprocessing instances need between batches.
+        spinning = "1" if parameters.get("allow_spinning", "false") == "true" else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         model_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(

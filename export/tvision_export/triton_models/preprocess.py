@@ -10,10 +10,11 @@ in-process path and the client-side path run exactly the same code as the server
 
 Why it is fast (see the README's Performance section for the measurements):
 - ``execute`` treats all the requests Triton hands it as one batch: images are decoded one
-  by one, then normalised in one numpy expression;
+  by one, then normalised together, one fused multiply-add per channel;
 - JPEGs are decoded with ``Image.draft``, which lets libjpeg scale down in the DCT domain
   to the smallest size that is still at least the resize target;
-- resizing happens on uint8 pixels, before any float conversion.
+- resizing happens on uint8 pixels, before any float conversion, and only the region the
+  center crop keeps is resampled.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ImagePreprocessor:
         max_image_pixels: int,
         max_image_bytes: int,
         jpeg_draft: bool = True,
+        crop_box_resize: bool = True,
     ) -> None:
         self.resize_short_px = int(spec["resize_short_px"])
         self.crop_px = int(spec["crop_px"])
@@ -57,20 +59,29 @@ class ImagePreprocessor:
         mean = np.asarray(spec["mean"], dtype=np.float32)
         std = np.asarray(spec["std"], dtype=np.float32)
         scale = float(spec.get("scale", 1.0))
-        self.multiplier = (1.0 / (scale * std)).reshape(1, 3, 1, 1).astype(np.float32)
-        self.offset = (-mean / std).reshape(1, 3, 1, 1).astype(np.float32)
+        self.multiplier = (1.0 / (scale * std)).astype(np.float32)
+        self.offset = (-mean / std).astype(np.float32)
         self.max_image_pixels = max_image_pixels
         self.max_image_bytes = max_image_bytes
         self.jpeg_draft = jpeg_draft
+        self.crop_box_resize = crop_box_resize
 
     def normalise(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Stack uint8 HxWx3 crops and normalise them in one vectorised pass -> N,3,H,W."""
+        """Stack uint8 HxWx3 crops and normalise them -> float32 N,3,H,W.
+
+        One fused multiply per channel, written straight into the planar output: about
+        ten times faster than transposing, converting and then scaling the whole batch.
+        """
         batch = np.stack(crops)
-        if self.bgr:
-            batch = batch[..., ::-1]
-        pixels = batch.transpose(0, 3, 1, 2).astype(np.float32)
-        pixels *= self.multiplier
-        pixels += self.offset
+        count, height, width, _ = batch.shape
+        pixels = np.empty((count, 3, height, width), dtype=np.float32)
+        channels = (2, 1, 0) if self.bgr else (0, 1, 2)
+        for out_channel, in_channel in enumerate(channels):
+            plane = pixels[:, out_channel]
+            np.multiply(
+                batch[..., in_channel], self.multiplier[out_channel], out=plane, casting="unsafe"
+            )
+            plane += self.offset[out_channel]
         return pixels
 
     def decode(self, data: Any, position: int = 0) -> np.ndarray:
@@ -128,14 +139,31 @@ class ImagePreprocessor:
         return self._resize_and_crop(image)
 
     def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
+        """Resize the short side, then center-crop, as one resample of the crop region.
+
+        Resampling only the source box that the crop keeps gives the same sampling
+        positions and filter support as resizing the whole image and cropping afterwards,
+        at about half the cost (the pixels the crop throws away are never computed).
+        """
         width, height = image.size
         ratio = self.resize_short_px / min(width, height)
         resized_width = max(self.crop_px, round(width * ratio))
         resized_height = max(self.crop_px, round(height * ratio))
-        image = image.resize((resized_width, resized_height), Image.BILINEAR)
         left = (resized_width - self.crop_px) // 2
         top = (resized_height - self.crop_px) // 2
-        image = image.crop((left, top, left + self.crop_px, top + self.crop_px))
+        if not self.crop_box_resize:  # the plain way, kept for the benchmark's baseline
+            image = image.resize((resized_width, resized_height), Image.BILINEAR)
+            image = image.crop((left, top, left + self.crop_px, top + self.crop_px))
+            return np.asarray(image, dtype=np.uint8)
+        scale_x = resized_width / width
+        scale_y = resized_height / height
+        box = (
+            left / scale_x,
+            top / scale_y,
+            (left + self.crop_px) / scale_x,
+            (top + self.crop_px) / scale_y,
+        )
+        image = image.resize((self.crop_px, self.crop_px), Image.BILINEAR, box=box)
         return np.asarray(image, dtype=np.uint8)
 
 
@@ -162,6 +190,7 @@ def preprocessor_from_config(model_config: dict[str, Any]) -> ImagePreprocessor:
         max_image_pixels=int(parameters["max_image_pixels"]),
         max_image_bytes=int(parameters["max_image_bytes"]),
         jpeg_draft=parameters.get("jpeg_draft", "true") == "true",
+        crop_box_resize=parameters.get("crop_box_resize", "true") == "true",
     )
 
 
