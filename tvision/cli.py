@@ -56,26 +56,43 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--max-image-bytes", type=_positive_int, default=None)
     parser.add_argument("--intra-op-threads", type=int, default=None)
     parser.add_argument("--fp16", action="store_true", help="TensorRT FP16 (gpu target only)")
+    byo = parser.add_argument_group(
+        "bring your own ONNX", "serve an existing ONNX classifier instead of a spec"
+    )
+    byo.add_argument("--onnx", type=Path, default=None, help="the ONNX file (left unchanged)")
+    byo.add_argument("--labels", type=Path, default=None, help="one label per line")
+    byo.add_argument("--name", default=None, help="ensemble name for the model")
+    byo.add_argument("--outputs", choices=("logits", "probabilities"), default="logits")
+    byo.add_argument("--resize-short-px", type=_positive_int, default=None)
+    byo.add_argument("--crop-px", type=_positive_int, default=None)
+    byo.add_argument("--mean", type=_float_triple, default=(0.0, 0.0, 0.0))
+    byo.add_argument("--std", type=_float_triple, default=(1.0, 1.0, 1.0))
+    byo.add_argument("--scale", type=float, default=1.0, help="pixels are divided by this first")
+    byo.add_argument("--channel-order", choices=("RGB", "BGR"), default="RGB")
     parser.set_defaults(handler=_run_export)
 
 
+def _float_triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers: {text}") from exc
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers: {text}")
+    return values  # type: ignore[return-value]
+
+
 def _run_export(args: argparse.Namespace) -> int:
-    from dataclasses import fields
 
     from rich.console import Console
 
-    from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.spec import load_spec
 
     console = Console(stderr=True)
-    overrides = {
-        field.name: getattr(args, field.name)
-        for field in fields(ServingOptions)
-        if getattr(args, field.name, None) is not None
-    }
-    overrides["fp16"] = args.fp16
-    options = ServingOptions(**overrides)
+    if args.onnx is not None:
+        return _run_import(args, console)
+    options = _serving_options(args)
     spec = load_spec(args.spec)
     with console.status("Starting export") as status:
 
@@ -95,6 +112,66 @@ def _run_export(args: argparse.Namespace) -> int:
     )
     console.print(f"  models: {', '.join(written.names.all())}; {result.labels_count} labels")
     console.print(f"  {len(written.files)} files, checksums in the version manifest")
+    return 0
+
+
+def _serving_options(args: argparse.Namespace) -> object:
+    from dataclasses import fields
+
+    from tvision_export.configs import ServingOptions
+
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in fields(ServingOptions)
+        if getattr(args, field.name, None) is not None and field.name != "fp16"
+    }
+    return ServingOptions(**overrides, fp16=args.fp16)
+
+
+def _run_import(args: argparse.Namespace, console: object) -> int:
+    from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
+    from tvision_export.spec import PreprocessSpec
+
+    if args.labels is None or args.name is None:
+        print("error: --onnx needs --labels and --name", file=sys.stderr)
+        return 2
+    try:
+        info = inspect_onnx(args.onnx)
+        crop = args.crop_px or info.height
+        if crop is None:
+            print(
+                "error: the model's input size is dynamic; pass --crop-px (and --resize-short-px)",
+                file=sys.stderr,
+            )
+            return 2
+        preprocess = PreprocessSpec(
+            resize_short_px=args.resize_short_px or round(crop / 0.875),
+            crop_px=crop,
+            mean=args.mean,
+            std=args.std,
+            scale=args.scale,
+            channel_order=args.channel_order,
+            layout=info.layout,
+        )
+        written = import_onnx(
+            args.onnx,
+            args.labels,
+            args.name,
+            preprocess,
+            args.outputs,
+            args.repository,
+            _serving_options(args),  # type: ignore[arg-type]
+        )
+    except (OnnxImportError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Imported {args.onnx} as {args.name} version {written.version} into "
+        f"{written.repository}\n  input {info.input_name!r} {info.layout} {crop}x{crop}, "
+        f"{info.num_classes} classes ({args.outputs}), batch "
+        f"{'fixed at 1' if info.batch_fixed_at_one else 'dynamic'}\n"
+        f"  models: {', '.join(written.names.all())}"
+    )
     return 0
 
 
@@ -221,6 +298,70 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.repository, args.top_k)
 
 
+# -- repo verify and validate ------------------------------------------------------------
+
+
+def _add_repo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    repo = subparsers.add_parser("repo", help="model repository tools")
+    repo_commands = repo.add_subparsers(dest="repo_command", required=True)
+    verify = repo_commands.add_parser("verify", help="check configs, files, checksums, wiring")
+    verify.add_argument("repository", type=Path, nargs="?", default=DEFAULT_REPOSITORY)
+    verify.set_defaults(handler=_run_repo_verify)
+
+    validate = subparsers.add_parser(
+        "validate", help="served ensemble vs in-process PyTorch on real photos (skew check)"
+    )
+    validate.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    validate.add_argument("--url", default="localhost:8001")
+    validate.add_argument("--images", type=Path, default=None, help="default: sample photos")
+    validate.add_argument("--spec", default="tvision_export.spec:EFFICIENTNET_LITE0")
+    validate.add_argument("--model", default=None, help="ensemble name (default: the spec's)")
+    validate.add_argument("--min-top1-agreement", type=float, default=None)
+    validate.add_argument("--max-probability-diff", type=float, default=None)
+    validate.set_defaults(handler=_run_validate)
+
+
+def _run_repo_verify(args: argparse.Namespace) -> int:
+    from tvision_export.verify import first_of_each_kind, verify_repository
+
+    problems = verify_repository(args.repository)
+    if not problems:
+        print(f"OK: {args.repository} passed every check")
+        return 0
+    print(f"FAILED: {len(problems)} problem(s) in {args.repository}")
+    for problem, count in first_of_each_kind(problems):
+        more = f"  (+{count - 1} more of this kind)" if count > 1 else ""
+        print(f"  {problem}{more}")
+    return 1
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from tvision import validate
+    from tvision_client import ClientError
+    from tvision_export.spec import load_spec
+
+    min_agreement = (
+        validate.DEFAULT_MIN_TOP1_AGREEMENT
+        if args.min_top1_agreement is None
+        else args.min_top1_agreement
+    )
+    max_diff = (
+        validate.DEFAULT_MAX_PROBABILITY_DIFF
+        if args.max_probability_diff is None
+        else args.max_probability_diff
+    )
+    try:
+        images = validate.collect_images(args.images)
+        outcome = validate.validate_served(
+            load_spec(args.spec), args.repository, args.url, images, args.model
+        )
+    except (FileNotFoundError, ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(validate.render(outcome, min_agreement, max_diff))
+    return 0 if outcome.passed(min_agreement, max_diff) else 1
+
+
 # -- bench -----------------------------------------------------------------------------
 
 
@@ -295,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(subparsers)
     _add_demo(subparsers)
     _add_bench(subparsers)
+    _add_repo(subparsers)
     return parser
 
 

@@ -20,6 +20,8 @@ ENSEMBLE_INPUT = "IMAGE"
 ENSEMBLE_OUTPUT = "PROBABILITIES"
 PREPROCESS_OUTPUT = "PIXELS"
 LABELS_FILE = "labels.txt"
+# A real photo, under <preprocess model>/warmup/, decoded at load so the first request is warm.
+WARMUP_IMAGE_FILE = "sample_image"
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def _version_policy(options: ServingOptions) -> dict[str, Any]:
 
 
 def preprocess_config(
-    name: str, preprocess_spec_json: str, input_size_px: int, options: ServingOptions
+    name: str, preprocess_spec_json: str, input_dims: list[int], options: ServingOptions
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -144,11 +146,24 @@ def preprocess_config(
             {
                 "name": PREPROCESS_OUTPUT,
                 "data_type": "TYPE_FP32",
-                "dims": [3, input_size_px, input_size_px],
+                "dims": list(input_dims),
             }
         ],
         "instance_group": [{"kind": "KIND_CPU", "count": options.preprocess_instances}],
         **_batching(options),
+        "model_warmup": [
+            {
+                "name": "sample photo",
+                "batch_size": 1,
+                "inputs": {
+                    ENSEMBLE_INPUT: {
+                        "data_type": "TYPE_STRING",
+                        "dims": [1],
+                        "input_data_file": WARMUP_IMAGE_FILE,
+                    }
+                },
+            }
+        ],
         "parameters": {
             "preprocess_spec": {"string_value": preprocess_spec_json},
             "max_image_pixels": {"string_value": str(options.max_image_pixels)},
@@ -164,7 +179,7 @@ def classifier_config(
     name: str,
     onnx_input: str,
     onnx_output: str,
-    input_size_px: int,
+    input_dims: list[int],
     num_classes: int,
     options: ServingOptions,
 ) -> dict[str, Any]:
@@ -176,7 +191,7 @@ def classifier_config(
             {
                 "name": onnx_input,
                 "data_type": "TYPE_FP32",
-                "dims": [3, input_size_px, input_size_px],
+                "dims": list(input_dims),
             }
         ],
         "output": [
@@ -195,7 +210,7 @@ def classifier_config(
                 "inputs": {
                     onnx_input: {
                         "data_type": "TYPE_FP32",
-                        "dims": [3, input_size_px, input_size_px],
+                        "dims": list(input_dims),
                         "zero_data": True,
                     }
                 },
@@ -241,6 +256,7 @@ def ensemble_config(
     return {
         "name": name,
         "platform": "ensemble",
+        "version_policy": _version_policy(options),
         # Must not exceed the composing models' max_batch_size; batching happens in them.
         "max_batch_size": options.max_batch_size,
         "input": [{"name": ENSEMBLE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],

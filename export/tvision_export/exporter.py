@@ -75,7 +75,7 @@ def export_model(
             onnx_path=onnx_path,
             onnx_input=onnx_export.ONNX_INPUT_NAME,
             onnx_output=onnx_export.ONNX_OUTPUT_NAME,
-            input_size_px=spec.input_size_px,
+            input_dims=[3, spec.input_size_px, spec.input_size_px],
             labels=labels,
             preprocess_spec_json=spec.preprocess.to_json(),
         )

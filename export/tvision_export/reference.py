@@ -16,7 +16,7 @@ from tvision_export.spec import PreprocessSpec
 
 
 def reference_preprocess(image_bytes: bytes, spec: PreprocessSpec) -> np.ndarray:
-    """Return a float32 array of shape (3, crop, crop) for one encoded image.
+    """Return a float32 array of shape (3, crop, crop), or (crop, crop, 3) for NHWC.
 
     Raises:
         PIL.UnidentifiedImageError: the bytes are not an image Pillow can read.
@@ -42,4 +42,6 @@ def reference_preprocess(image_bytes: bytes, spec: PreprocessSpec) -> np.ndarray
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     pixels = (pixels / spec.scale - mean) / std
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    if spec.layout == "NHWC":
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)

@@ -54,7 +54,8 @@ class ClassifierSource:
     onnx_path: Path
     onnx_input: str
     onnx_output: str
-    input_size_px: int
+    # One image's tensor dims as the classifier takes it: [3, H, W] or [H, W, 3].
+    input_dims: list[int]
     labels: list[str]
     preprocess_spec_json: str
 
@@ -85,6 +86,22 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _warmup_image() -> bytes:
+    """A real photo as one serialized BYTES element: 4-byte little-endian length, then JPEG."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    from tvision_export.samples import sample_photo
+
+    buffer = io.BytesIO()
+    Image.open(sample_photo("coffee").path).convert("RGB").resize((320, 240)).save(
+        buffer, "JPEG", quality=85
+    )
+    return struct.pack("<I", buffer.tell()) + buffer.getvalue()
 
 
 def _triton_model_source(file_name: str) -> str:
@@ -132,7 +149,7 @@ def write_version(
         ),
         names.preprocess: configs.render(
             configs.preprocess_config(
-                names.preprocess, source.preprocess_spec_json, source.input_size_px, options
+                names.preprocess, source.preprocess_spec_json, source.input_dims, options
             )
         ),
         names.classifier: configs.render(
@@ -140,7 +157,7 @@ def write_version(
                 names.classifier,
                 source.onnx_input,
                 source.onnx_output,
-                source.input_size_px,
+                source.input_dims,
                 num_classes,
                 options,
             )
@@ -154,6 +171,9 @@ def write_version(
             (staging / model_name / "config.pbtxt").write_text(config_text, encoding="utf-8")
         for model_name in (names.ensemble, names.classifier):
             (staging / model_name / configs.LABELS_FILE).write_text(labels_text, encoding="utf-8")
+        warmup_dir = staging / names.preprocess / "warmup"
+        warmup_dir.mkdir()
+        (warmup_dir / configs.WARMUP_IMAGE_FILE).write_bytes(_warmup_image())
         preprocess_version = staging / names.preprocess / str(version)
         (preprocess_version / "model.py").write_text(
             _triton_model_source("preprocess.py"), encoding="utf-8"
@@ -185,17 +205,44 @@ def write_version(
 def _move_into_place(staging: Path, repository: Path, names: ModelNames, version: int) -> None:
     """Rename the staged version directories, then the model-level files, into place.
 
-    Version directories go first: until a config names them, a running server with
-    polling sees only a new directory it will load after the config lands.
+    Version directories go first, configs last. If any rename fails, everything already
+    moved is put back, so the repository holds exactly the versions it held before.
     """
     repository.mkdir(parents=True, exist_ok=True)
-    for model_name in names.all():
-        staged_model = staging / model_name
-        live_model = repository / model_name
-        live_model.mkdir(exist_ok=True)
-        os.replace(staged_model / str(version), live_model / str(version))
-    for model_name in names.all():
-        for file_name in ("config.pbtxt", configs.LABELS_FILE):
-            staged_file = staging / model_name / file_name
-            if staged_file.exists():
-                os.replace(staged_file, repository / model_name / file_name)
+    moved_versions: list[Path] = []
+    replaced_files: list[tuple[Path, Path | None]] = []  # (live file, backup or None)
+    backups = staging / ".previous"
+    backups.mkdir()
+    try:
+        for model_name in names.all():
+            live_model = repository / model_name
+            live_model.mkdir(exist_ok=True)
+            target = live_model / str(version)
+            os.replace(staging / model_name / str(version), target)
+            moved_versions.append(target)
+        for model_name in names.all():
+            for relative in _MODEL_LEVEL_FILES:
+                staged = staging / model_name / relative
+                if not staged.exists():
+                    continue
+                live = repository / model_name / relative
+                live.parent.mkdir(parents=True, exist_ok=True)
+                backup: Path | None = None
+                if live.exists():
+                    backup = backups / model_name / relative
+                    backup.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(live, backup)
+                os.replace(staged, live)
+                replaced_files.append((live, backup))
+    except BaseException:
+        for live, backup in reversed(replaced_files):
+            if backup is not None:
+                os.replace(backup, live)
+            else:
+                live.unlink(missing_ok=True)
+        for target in reversed(moved_versions):
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+_MODEL_LEVEL_FILES = ("config.pbtxt", configs.LABELS_FILE, f"warmup/{configs.WARMUP_IMAGE_FILE}")

@@ -24,7 +24,7 @@ class PreprocessSpec:
 
     The pipeline is: decode, convert to RGB, resize so the short side is ``resize_short_px``
     (bilinear), center-crop ``crop_px`` x ``crop_px``, then ``(pixel / scale - mean) / std``
-    per channel, as float32 in NCHW layout.
+    per channel, as float32 in ``layout`` (NCHW or NHWC).
     """
 
     resize_short_px: int
@@ -33,6 +33,7 @@ class PreprocessSpec:
     std: tuple[float, float, float]
     scale: float = 1.0
     channel_order: str = "RGB"
+    layout: str = "NCHW"
 
     def __post_init__(self) -> None:
         if self.crop_px > self.resize_short_px:
@@ -41,6 +42,8 @@ class PreprocessSpec:
             )
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
         if any(value == 0 for value in self.std) or self.scale == 0:
             raise ValueError("std and scale must be non-zero")
 

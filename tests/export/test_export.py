@@ -36,7 +36,7 @@ def _gpu_repository(cpu_repository: Path, tmp_path: Path, **overrides: object) -
         onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
         onnx_input=ONNX_INPUT_NAME,
         onnx_output=ONNX_OUTPUT_NAME,
-        input_size_px=DEFAULT_SPEC.input_size_px,
+        input_dims=[3, DEFAULT_SPEC.input_size_px, DEFAULT_SPEC.input_size_px],
         labels=DEFAULT_SPEC.load_labels(),
         preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
     )
@@ -146,7 +146,7 @@ def test_gpu_fp16_adds_the_tensorrt_accelerator(cpu_repository, tmp_path) -> Non
 
 
 def test_a_misspelled_config_field_fails_at_export_time() -> None:
-    config = configs.preprocess_config("m", "{}", 224, ServingOptions())
+    config = configs.preprocess_config("m", "{}", [3, 224, 224], ServingOptions())
     config["dynamic_batching"]["prefered_batch_size"] = [4]
     with pytest.raises(json_format.ParseError, match="prefered_batch_size"):
         configs.render(config)

@@ -65,14 +65,22 @@ class ImagePreprocessor:
         self.max_image_bytes = max_image_bytes
         self.jpeg_draft = jpeg_draft
         self.crop_box_resize = crop_box_resize
+        self.channels_last = spec.get("layout", "NCHW") == "NHWC"
 
     def normalise(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Stack uint8 HxWx3 crops and normalise them -> float32 N,3,H,W.
+        """Stack uint8 HxWx3 crops and normalise them -> float32 N,3,H,W (or N,H,W,3).
 
         One fused multiply per channel, written straight into the planar output: about
         ten times faster than transposing, converting and then scaling the whole batch.
         """
         batch = np.stack(crops)
+        if self.channels_last:
+            if self.bgr:
+                batch = batch[..., ::-1]
+            channels_last = batch.astype(np.float32)
+            channels_last *= self.multiplier
+            channels_last += self.offset
+            return channels_last
         count, height, width, _ = batch.shape
         pixels = np.empty((count, 3, height, width), dtype=np.float32)
         channels = (2, 1, 0) if self.bgr else (0, 1, 2)

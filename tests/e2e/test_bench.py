@@ -1,0 +1,61 @@
+"""``tvision bench --quick`` produces well-formed output with every path (not its speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tvision.bench import PATHS
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_bench_reports_every_path_ratio_and_plot(tmp_path) -> None:
+    report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tvision.cli",
+            "bench",
+            "--quick",
+            "--duration-s",
+            "1",
+            "--json",
+            str(report_path),
+            "--plot",
+            str(plot_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert {result["path"] for result in report["results"]} == set(PATHS)
+    for path in ("served", "client-side", "naive"):
+        concurrencies = {r["concurrency"] for r in report["results"] if r["path"] == path}
+        assert concurrencies == {1, 4, 16, 32}
+    for result in report["results"]:
+        assert result["images"] > 0 and result["errors"] == 0, result
+        assert result["images_per_s"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+        if result["path"] != "limit":
+            assert result["server_cpu_s_per_image"] > 0 and result["batch_sizes"]
+    served = [r for r in report["results"] if r["path"] == "served"]
+    client_side = [r for r in report["results"] if r["path"] == "client-side"]
+    # Bytes on the wire: encoded images against 3x224x224 float32 tensors.
+    assert all(r["wire_bytes_per_image"] == 3 * 224 * 224 * 4 for r in client_side)
+    assert all(0 < r["wire_bytes_per_image"] < 3 * 224 * 224 * 4 for r in served)
+    assert set(report["ratios"]) >= {
+        "served_over_limit",
+        "served_over_client_side",
+        "client_side_bytes_over_served_bytes",
+        "served_over_naive_at_16",
+    }
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for label in ("served (best) / in-process limit", "limit", "naive", "client-side"):
+        assert label in completed.stdout
