@@ -17,7 +17,9 @@ help:
 	@echo "make test     run the whole test suite (real Triton server, real model)"
 	@echo "make serve    run the server in the foreground until Ctrl-C"
 	@echo "make export   export a new version (TARGET=cpu|gpu, REPOSITORY=...)"
-	@echo "make lint typecheck loadtest k8s clean"
+	@echo "make bench    benchmark: served ensemble vs limit, client-side, naive; SDK vs tritonclient"
+	@echo "make loadtest 60 s Locust run with SLO gate against a fresh embedded server"
+	@echo "make lint typecheck k8s clean"
 
 # Reinstalls only when the dependency files change; a second `make demo` skips it.
 $(INSTALLED): pyproject.toml client/pyproject.toml constraints.txt
@@ -50,6 +52,14 @@ lint: $(INSTALLED)
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy --strict client/src/tvision_client
+
+bench: $(INSTALLED)
+	mkdir -p bench-results
+	$(BIN)/tvision bench --json bench-results/bench.json --plot bench-results/bench.png
+	$(BIN)/tvision bench-sdk --json bench-results/bench-sdk.json
+
+loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt
+	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY)
 
 k8s: $(INSTALLED)
 	$(BIN)/kubectl kustomize k8s/overlays/prod

@@ -507,6 +507,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         (latency, "p99 latency", "ms"),
     ):
         axis.set_xscale("log", base=2)
+        concurrencies = sorted({r["concurrency"] for r in results if r["path"] == "served"})
+        axis.set_xticks(concurrencies, [str(c) for c in concurrencies])
         axis.set_xlabel("concurrent requests")
         axis.set_ylabel(unit)
         axis.set_title(f"{title} ({report['machine']['cpu_count']} CPU cores)")
