@@ -87,3 +87,13 @@ def test_no_retry_once_the_deadline_is_spent() -> None:
     time.sleep(0.02)
     assert deadline.expired()
     assert retry_delay_s(grpc.StatusCode.UNAVAILABLE, 1, policy, deadline) is None
+
+
+def test_round_robin_rotates_and_a_retry_avoids_failed_endpoints() -> None:
+    from tvision_client._core import RoundRobin
+
+    picker = RoundRobin(3)
+    assert [picker.pick() for _ in range(4)] == [0, 1, 2, 0]
+    assert picker.pick(avoid={1}) == 2
+    assert picker.pick(avoid={0, 2}) == 1
+    assert picker.pick(avoid={0, 1, 2}) in {0, 1, 2}

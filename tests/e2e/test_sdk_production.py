@@ -39,7 +39,7 @@ def _inference_count(server: TritonServer) -> int:
     )
 
 
-def test_failover_when_one_of_two_servers_dies_mid_run(
+def test_failover_and_restart_under_load_cost_no_failed_calls(
     cpu_repository: Path, triton_server: TritonServer
 ) -> None:
     second = TritonServer(cpu_repository, ServerPorts.free()).start()
@@ -78,6 +78,14 @@ def test_failover_when_one_of_two_servers_dies_mid_run(
             after_kill = successes
             while successes < after_kill + 30 and not failures:
                 threading.Event().wait(0.05)
+            # Bring it back on the same ports, still under load: traffic returns to it.
+            second.stop()
+            second.start()
+            back = _inference_count(second)
+            restarted_at = successes
+            while successes < restarted_at + 30 and not failures:
+                threading.Event().wait(0.05)
+            served_after_restart = _inference_count(second) - back
             stop.set()
             for thread in threads:
                 thread.join(timeout=60)
@@ -85,7 +93,8 @@ def test_failover_when_one_of_two_servers_dies_mid_run(
         stop.set()
         second.stop()
     assert failures == []
-    assert successes >= after_kill + 30
+    assert successes >= after_kill + 60
+    assert served_after_restart >= 5
 
 
 def test_async_client_against_the_real_server(triton_server: TritonServer) -> None:

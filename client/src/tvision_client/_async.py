@@ -52,14 +52,17 @@ class AsyncClient:
     async def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> Any:
         deadline = _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
         attempts = 0
+        failed: set[int] = set()
         while True:
             attempts += 1
-            stub = self._stubs[self._round_robin.pick()]
+            index = self._round_robin.pick(avoid=failed)
+            stub = self._stubs[index]
             try:
                 return await getattr(stub, method)(
                     request, timeout=deadline.remaining_s(), metadata=self._metadata
                 )
             except grpc.RpcError as exc:
+                failed.add(index)
                 delay_s = _core.retry_delay_s(exc.code(), attempts, self.retry, deadline)
                 if delay_s is None:
                     raise _core.map_rpc_error(exc, what, deadline) from exc

@@ -78,13 +78,19 @@ def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
 
 
 class RoundRobin:
-    """Picks the next endpoint index; after a failure the retry goes to a different one."""
+    """Picks endpoint indexes in turn; a retry avoids the endpoints that already failed it."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._next = 0
 
-    def pick(self) -> int:
+    def pick(self, avoid: frozenset[int] | set[int] = frozenset()) -> int:
+        """The next index in turn that is not in ``avoid`` (any, once all are avoided)."""
+        for _ in range(self._size):
+            index = self._next % self._size
+            self._next = index + 1
+            if index not in avoid:
+                return index
         index = self._next % self._size
         self._next = index + 1
         return index
