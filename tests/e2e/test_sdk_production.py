@@ -83,8 +83,13 @@ def test_failover_and_restart_under_load_cost_no_failed_calls(
             second.start()
             back = _inference_count(second)
             restarted_at = successes
-            while successes < restarted_at + 30 and not failures:
-                threading.Event().wait(0.05)
+            # The SDK caps gRPC's reconnect backoff at 2 s: traffic must return well within 15 s.
+            waited_s = 0.0
+            while waited_s < 15 and not failures:
+                if successes >= restarted_at + 30 and _inference_count(second) - back >= 5:
+                    break
+                threading.Event().wait(0.25)
+                waited_s += 0.25
             served_after_restart = _inference_count(second) - back
             stop.set()
             for thread in threads:

@@ -63,6 +63,11 @@ def channel_options(max_message_bytes: int, tls: TLSConfig | None) -> list[tuple
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.enable_retries", 0),  # retries are ours, under one deadline
         ("grpc.keepalive_time_ms", 30_000),
+        # gRPC's reconnect backoff grows to 120 s by default; a restarted server would sit
+        # unused that long. Cap it so a replica is back in rotation within about 2 s.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     if tls is not None and tls.server_name_override:
         options.append(("grpc.ssl_target_name_override", tls.server_name_override))
