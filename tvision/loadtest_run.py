@@ -16,6 +16,17 @@ from tvision.server import ServerPorts, TritonServer
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "loadtest" / "locustfile.py"
 
 
+def locust_command(
+    host: str, users: int, spawn_rate: float, run_time: str, *extra: str
+) -> list[str]:
+    """A headless, time-bounded Locust run of ``loadtest/locustfile.py`` against ``host``."""
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", run_time,
+        "--stop-timeout", "5", "--host", host, "--only-summary", *extra,
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))

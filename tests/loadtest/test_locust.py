@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tvision.loadtest_run import locust_command
 from tvision.server import TritonServer
-
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtest" / "locustfile.py"
 
 pytestmark = pytest.mark.e2e
 
@@ -20,28 +18,7 @@ pytestmark = pytest.mark.e2e
 def _locust(server: TritonServer, tmp_path: Path, *extra: str) -> tuple[int, dict[str, str], str]:
     prefix = tmp_path / "run"
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--users",
-            "4",
-            "--spawn-rate",
-            "4",
-            "--run-time",
-            "8s",
-            "--stop-timeout",
-            "3",
-            "--host",
-            server.grpc_url,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-            *extra,
-        ],
+        locust_command(server.grpc_url, 4, 4, "8s", "--csv", str(prefix), *extra),
         capture_output=True,
         text=True,
         timeout=60,

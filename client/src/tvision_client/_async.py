@@ -8,15 +8,16 @@ from types import TracebackType
 from typing import Any, Literal, overload
 
 import grpc
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
 from tvision_client import _core
+from tvision_client._base import ClientBase, async_channel
 from tvision_client._errors import ClientError, UnavailableError
-from tvision_client._images import ImageInput, encode_image
+from tvision_client._images import ImageInput
 from tvision_client._types import Classification, ModelInfo, RetryPolicy, TLSConfig
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio client; arguments and behaviour as for ``Client``."""
 
     def __init__(
@@ -31,32 +32,25 @@ class AsyncClient:
         max_message_bytes: int = _core.DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrency: int = _core.DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        self.endpoints = _core.parse_endpoints(target)
-        self.model = model
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self.max_message_bytes = max_message_bytes
-        self.max_concurrency = max_concurrency
-        self._metadata = tuple((key.lower(), value) for key, value in (metadata or {}).items())
-        options = _core.channel_options(max_message_bytes, tls)
-        self._channels = [
-            grpc.aio.secure_channel(endpoint, _core.channel_credentials(tls), options=options)
-            if tls is not None
-            else grpc.aio.insecure_channel(endpoint, options=options)
-            for endpoint in self.endpoints
-        ]
-        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self._channels]
-        self._round_robin = _core.RoundRobin(len(self._stubs))
-        self._model_info: dict[str, ModelInfo] = {}
+        super().__init__(
+            target,
+            model=model,
+            timeout_s=timeout_s,
+            retry=retry,
+            tls=tls,
+            metadata=metadata,
+            max_message_bytes=max_message_bytes,
+            max_concurrency=max_concurrency,
+            channel_factory=async_channel,
+        )
 
     async def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> Any:
-        deadline = _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
+        deadline = self._deadline(timeout_s)
         attempts = 0
         failed: set[int] = set()
         while True:
             attempts += 1
-            index = self._round_robin.pick(avoid=failed)
-            stub = self._stubs[index]
+            index, stub = self._pick(failed)
             try:
                 return await getattr(stub, method)(
                     request, timeout=deadline.remaining_s(), metadata=self._metadata
@@ -71,12 +65,7 @@ class AsyncClient:
     async def is_ready(self, timeout_s: float | None = None) -> bool:
         """True when a server answers that it and the default model are ready."""
         try:
-            reply = await self._call(
-                "ModelReady",
-                service_pb2.ModelReadyRequest(name=self.model),
-                f"readiness of {self.model!r}",
-                timeout_s,
-            )
+            reply = await self._call("ModelReady", *self._ready_request(), timeout_s)
         except ClientError:
             return False
         return bool(reply.ready)
@@ -105,8 +94,7 @@ class AsyncClient:
             ModelNotFoundError: the server has no such model.
             ClientError: any other failure.
         """
-        name = model or self.model
-        cached = self._model_info.get(name)
+        name, cached = self._cached_info(model)
         if cached is not None:
             return cached
         what = f"metadata of model {name!r}"
@@ -118,12 +106,11 @@ class AsyncClient:
                 "ModelConfig", service_pb2.ModelConfigRequest(name=name), what, timeout_s
             )
         except ClientError as exc:
-            if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise _core.not_found_error(name, exc.__cause__) from exc.__cause__
-            raise
-        info = _core.parse_model_info(metadata, config)
-        self._model_info[name] = info
-        return info
+            error = self._info_error(name, exc)
+            if error is exc:
+                raise
+            raise error from exc.__cause__
+        return self._remember_info(name, metadata, config)
 
     async def classify(
         self,
@@ -141,10 +128,7 @@ class AsyncClient:
         """
         name = model or self.model
         info = await self.model_info(name, timeout_s)
-        data = encode_image(image)
-        _core.check_image_size(data, 0, _core.image_byte_limit(info, self.max_message_bytes))
-        names = _core.TensorNames(info.input_name, info.output_name)
-        request = _core.build_infer_request(name, names, [data], top_k)
+        request = self._classify_request(info, image, name, top_k)
         response = await self._call("ModelInfer", request, f"classify with {name!r}", timeout_s)
         return _core.parse_classifications(response, 1, name)[0]
 

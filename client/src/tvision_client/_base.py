@@ -1,0 +1,105 @@
+"""State and I/O-free steps shared by ``Client`` and ``AsyncClient``.
+
+The two clients differ only in how they call (``grpc`` or ``grpc.aio`` channels, blocking
+or awaited); everything they hold and every request they build comes from here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tvision_client import _core
+from tvision_client._errors import ClientError
+from tvision_client._images import ImageInput, encode_image
+from tvision_client._types import ModelInfo, RetryPolicy, TLSConfig
+
+# (target, credentials or None for plaintext, options) -> a grpc or grpc.aio channel
+ChannelFactory = Callable[[str, "grpc.ChannelCredentials | None", list[tuple[str, Any]]], Any]
+
+
+class ClientBase:
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        *,
+        model: str,
+        timeout_s: float,
+        retry: RetryPolicy | None,
+        tls: TLSConfig | None,
+        metadata: dict[str, str] | None,
+        max_message_bytes: int,
+        max_concurrency: int,
+        channel_factory: ChannelFactory,
+    ) -> None:
+        self.endpoints = _core.parse_endpoints(target)
+        self.model = model
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrency = max_concurrency
+        self._metadata = tuple((key.lower(), value) for key, value in (metadata or {}).items())
+        options = _core.channel_options(max_message_bytes, tls)
+        credentials = _core.channel_credentials(tls) if tls is not None else None
+        self._channels = [
+            channel_factory(endpoint, credentials, options) for endpoint in self.endpoints
+        ]
+        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self._channels]
+        self._round_robin = _core.RoundRobin(len(self._stubs))
+        self._lock = threading.Lock()
+        self._model_info: dict[str, ModelInfo] = {}
+
+    def _deadline(self, timeout_s: float | None) -> _core.Deadline:
+        return _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
+
+    def _pick(self, failed: set[int]) -> tuple[int, Any]:
+        with self._lock:
+            index = self._round_robin.pick(avoid=failed)
+        return index, self._stubs[index]
+
+    def _ready_request(self) -> tuple[service_pb2.ModelReadyRequest, str]:
+        return service_pb2.ModelReadyRequest(name=self.model), f"readiness of {self.model!r}"
+
+    def _cached_info(self, model: str | None) -> tuple[str, ModelInfo | None]:
+        name = model or self.model
+        return name, self._model_info.get(name)
+
+    def _remember_info(self, name: str, metadata: Any, config: Any) -> ModelInfo:
+        info = _core.parse_model_info(metadata, config)
+        self._model_info[name] = info
+        return info
+
+    @staticmethod
+    def _info_error(name: str, exc: ClientError) -> ClientError:
+        """An unknown model becomes ModelNotFoundError; other errors pass through."""
+        if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            return _core.not_found_error(name, exc.__cause__)
+        return exc
+
+    def _classify_request(
+        self, info: ModelInfo, image: ImageInput, name: str, top_k: int
+    ) -> service_pb2.ModelInferRequest:
+        data = encode_image(image)
+        _core.check_image_size(data, 0, _core.image_byte_limit(info, self.max_message_bytes))
+        names = _core.TensorNames(info.input_name, info.output_name)
+        return _core.build_infer_request(name, names, [data], top_k)
+
+
+def sync_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def async_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
