@@ -78,11 +78,16 @@ def test_accepts_pil_image_and_numpy_array(client: Client) -> None:
         (b"", "empty"),
         (b"definitely not an image", "not a recognised image"),
         ("truncated", "truncated"),
+        ("bomb", "pixels, above the limit"),
     ],
 )
 def test_bad_bytes_get_a_clear_error_and_server_keeps_serving(client, payload, expected_words):
     if payload == "truncated":
         payload = sample_photo("flower").path.read_bytes()[:3000]
+    elif payload == "bomb":
+        from tests.export.test_preprocess import _png_claiming
+
+        payload = _png_claiming(60_000, 60_000)  # 3.6 gigapixels claimed in 70 bytes
     with pytest.raises(InvalidInputError) as raised:
         client.classify(payload)
     assert expected_words in str(raised.value)

@@ -214,3 +214,62 @@ def test_bearer_token_metadata_reaches_a_server_that_requires_it(cpu_repository)
             with pytest.raises(ClientError) as raised:
                 client.classify(COFFEE)
         assert raised.value.code is not None
+
+
+def test_dns_target_resolves_and_balances(triton_server: TritonServer) -> None:
+    # localhost may resolve to ::1 as well, where nothing listens: round_robin skips it.
+    target = f"dns:///localhost:{triton_server.ports.grpc}"
+    with Client(target, timeout_s=30) as client:
+        for _ in range(3):
+            assert client.classify(COFFEE).top.label == "espresso"
+
+
+def test_file_objects_are_accepted(triton_server: TritonServer) -> None:
+    with Client(triton_server.grpc_url) as client, sample_photo("coffee").path.open("rb") as f:
+        assert client.classify(f).top.label == "espresso"
+
+
+def test_overload_is_rejected_fast_with_a_named_reason(cpu_repository, tmp_path) -> None:
+    """A queue of one: a burst must get quick UNAVAILABLE rejections, not unbounded waits."""
+    import shutil
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tvision_export.configs import ServingOptions
+    from tvision_export.onnx_export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
+    from tvision_export.repository import ClassifierSource, ModelNames, write_version
+    from tvision_export.spec import DEFAULT_SPEC
+
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    source = ClassifierSource(
+        onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
+        onnx_input=ONNX_INPUT_NAME,
+        onnx_output=ONNX_OUTPUT_NAME,
+        input_dims=[3, 224, 224],
+        labels=DEFAULT_SPEC.load_labels(),
+        preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
+    )
+    repository = tmp_path / "model_repository"
+    options = ServingOptions(max_queue_size=1, preprocess_instances=1, classifier_instances=1)
+    write_version(repository, DEFAULT_SPEC.name, source, options)
+    big = sample_photo("chelsea").path.read_bytes()  # a PNG: the slowest to decode
+    with TritonServer(repository, ServerPorts.free()) as server:
+        with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=60) as client:
+            client.model_info()
+
+            def one(_: int) -> tuple[str, float]:
+                started = time.monotonic()
+                try:
+                    client.classify(big)
+                    return "ok", time.monotonic() - started
+                except UnavailableError as exc:
+                    return str(exc), time.monotonic() - started
+
+            with ThreadPoolExecutor(max_workers=24) as pool:
+                outcomes = list(pool.map(one, range(24)))
+    rejected = [(message, seconds) for message, seconds in outcomes if message != "ok"]
+    assert rejected, "a burst of 24 against a queue of 1 must be shed"
+    assert any(message == "ok" for message, _ in outcomes)
+    assert all("queue" in message for message, _ in rejected)
+    assert min(seconds for _, seconds in rejected) < 1.0
+    shutil.rmtree(repository, ignore_errors=True)
