@@ -27,6 +27,16 @@ from pathlib import Path
 from types import TracebackType
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the launching process dies, even by
+    SIGKILL, so a killed ``tvision serve`` or test run cannot orphan a server."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class ServerError(RuntimeError):
     """The server could not be started, or died; the message holds the end of its log."""
 
@@ -167,6 +177,9 @@ class TritonServer:
     def start(self, ready_timeout_s: float = 240.0) -> TritonServer:
         """Start the server and block until ``/v2/health/ready`` answers 200.
 
+        The server gets SIGTERM if the thread that started it exits, so start it from a
+        thread that lives as long as the server (the main thread, usually).
+
         Raises:
             ServerError: the repository is missing, the server exited, or it was not ready
                 within ``ready_timeout_s``; the message holds the end of the server log.
@@ -187,6 +200,7 @@ class TritonServer:
             stderr=subprocess.STDOUT,
             env=server_environment(),
             start_new_session=True,  # its own process group: stop() reaches every stub
+            preexec_fn=_die_with_parent,
         )
         try:
             self._wait_until_ready(ready_timeout_s)
