@@ -12,6 +12,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tvision_export.configs import ServingOptions
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -79,28 +83,32 @@ def _float_triple(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers: {text}") from exc
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers: {text}")
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2]
 
 
 def _run_export(args: argparse.Namespace) -> int:
-
     from rich.console import Console
 
     from tvision_export.exporter import export_model
+    from tvision_export.onnx_export import ExportValidationError
     from tvision_export.spec import load_spec
 
-    console = Console(stderr=True)
     if args.onnx is not None:
-        return _run_import(args, console)
-    options = _serving_options(args)
-    spec = load_spec(args.spec)
-    with console.status("Starting export") as status:
+        return _run_import(args)
+    console = Console(stderr=True)
+    try:
+        options = _serving_options(args)
+        spec = load_spec(args.spec)
+        with console.status("Starting export") as status:
 
-        def on_step(step: str) -> None:
-            console.log(step)
-            status.update(step)
+            def on_step(step: str) -> None:
+                console.log(step)
+                status.update(step)
 
-        result = export_model(spec, args.repository, options, on_step=on_step)
+            result = export_model(spec, args.repository, options, on_step=on_step)
+    except (ExportValidationError, ValueError, ImportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     written = result.written
     console.print(
         f"[green]Exported[/green] {spec.name} version {written.version} "
@@ -115,7 +123,7 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serving_options(args: argparse.Namespace) -> object:
+def _serving_options(args: argparse.Namespace) -> ServingOptions:
     from dataclasses import fields
 
     from tvision_export.configs import ServingOptions
@@ -128,7 +136,7 @@ def _serving_options(args: argparse.Namespace) -> object:
     return ServingOptions(**overrides, fp16=args.fp16)
 
 
-def _run_import(args: argparse.Namespace, console: object) -> int:
+def _run_import(args: argparse.Namespace) -> int:
     from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
     from tvision_export.spec import PreprocessSpec
 
@@ -160,7 +168,7 @@ def _run_import(args: argparse.Namespace, console: object) -> int:
             preprocess,
             args.outputs,
             args.repository,
-            _serving_options(args),  # type: ignore[arg-type]
+            _serving_options(args),
         )
     except (OnnxImportError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

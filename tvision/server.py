@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 
 def _die_with_parent() -> None:
@@ -137,7 +138,7 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self._work_dir: Path | None = None
         self._log_path = log_path
-        self._log_handle: object | None = None
+        self._log_handle: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -256,7 +257,7 @@ class TritonServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle.close()
             self._log_handle = None
         if self._work_dir is not None:
             shutil.rmtree(self._work_dir / "backends", ignore_errors=True)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.helpers import run_tvision
 from tvision.bench import PATHS
 
 pytestmark = pytest.mark.e2e
@@ -15,24 +14,16 @@ pytestmark = pytest.mark.e2e
 
 def test_quick_bench_reports_every_path_ratio_and_plot(tmp_path) -> None:
     report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tvision.cli",
-            "bench",
-            "--quick",
-            "--duration-s",
-            "1",
-            "--json",
-            str(report_path),
-            "--plot",
-            str(plot_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    completed = run_tvision(
+        "bench",
+        "--quick",
+        "--duration-s",
+        "1",
+        "--json",
+        str(report_path),
+        "--plot",
+        str(plot_path),
+        timeout_s=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(report_path.read_text())

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import run_tvision
 from tvision.server import TritonServer
 from tvision_client import (
     Classification,
@@ -172,24 +171,16 @@ def test_cli_classify_json_on_unseen_photos(triton_server: TritonServer, tmp_pat
     Image.open(sample_photo("chelsea").path).resize((900, 600)).save(cat, format="WEBP")
     cup = tmp_path / "cup.jpg"
     Image.open(sample_photo("coffee").path).convert("L").save(cup, format="JPEG", quality=80)
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tvision.cli",
-            "classify",
-            "--json",
-            "--top-k",
-            "3",
-            "--url",
-            triton_server.grpc_url,
-            str(cat),
-            str(cup),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    completed = run_tvision(
+        "classify",
+        "--json",
+        "--top-k",
+        "3",
+        "--url",
+        triton_server.grpc_url,
+        str(cat),
+        str(cup),
+        timeout_s=120,
     )
     assert completed.returncode == 0, completed.stderr
     records = json.loads(completed.stdout)

@@ -229,29 +229,19 @@ def test_file_objects_are_accepted(triton_server: TritonServer) -> None:
         assert client.classify(f).top.label == "espresso"
 
 
-def test_overload_is_rejected_fast_with_a_named_reason(cpu_repository, tmp_path) -> None:
+def test_overload_is_rejected_fast_with_a_named_reason(default_source, tmp_path) -> None:
     """A queue of one: a burst must get quick UNAVAILABLE rejections, not unbounded waits."""
     import shutil
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     from tvision_export.configs import ServingOptions
-    from tvision_export.onnx_export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
-    from tvision_export.repository import ClassifierSource, ModelNames, write_version
+    from tvision_export.repository import write_version
     from tvision_export.spec import DEFAULT_SPEC
 
-    names = ModelNames.for_model(DEFAULT_SPEC.name)
-    source = ClassifierSource(
-        onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
-        onnx_input=ONNX_INPUT_NAME,
-        onnx_output=ONNX_OUTPUT_NAME,
-        input_dims=[3, 224, 224],
-        labels=DEFAULT_SPEC.load_labels(),
-        preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
-    )
     repository = tmp_path / "model_repository"
     options = ServingOptions(max_queue_size=1, preprocess_instances=1, classifier_instances=1)
-    write_version(repository, DEFAULT_SPEC.name, source, options)
+    write_version(repository, DEFAULT_SPEC.name, default_source, options)
     big = sample_photo("chelsea").path.read_bytes()  # a PNG: the slowest to decode
     with TritonServer(repository, ServerPorts.free()) as server:
         with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=60) as client:

@@ -4,34 +4,27 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, run_tvision
 from tvision.server import TritonServer
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _validate(server: TritonServer, repository: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tvision.cli",
-            "validate",
-            "--repository",
-            str(repository),
-            "--url",
-            server.grpc_url,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def _validate(
+    server: TritonServer, repository: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return run_tvision(
+        "validate",
+        "--repository",
+        str(repository),
+        "--url",
+        server.grpc_url,
+        *extra,
+        timeout_s=300,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

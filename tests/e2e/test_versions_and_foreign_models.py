@@ -11,21 +11,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import run_tvision
 from tvision.server import ServerPorts, TritonServer
 from tvision_client import Client
 from tvision_export import configs, repository
 from tvision_export.configs import ServingOptions
-from tvision_export.onnx_export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
 from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
 from tvision_export.reference import reference_preprocess
-from tvision_export.repository import ClassifierSource, ModelNames, write_version
+from tvision_export.repository import ModelNames, write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC, PreprocessSpec
 from tvision_export.verify import verify_repository
@@ -55,24 +53,12 @@ def _snapshot(root: Path) -> dict[str, str]:
     }
 
 
-def _default_source(cpu_repository: Path) -> ClassifierSource:
-    names = ModelNames.for_model(DEFAULT_SPEC.name)
-    return ClassifierSource(
-        onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
-        onnx_input=ONNX_INPUT_NAME,
-        onnx_output=ONNX_OUTPUT_NAME,
-        input_dims=[3, 224, 224],
-        labels=DEFAULT_SPEC.load_labels(),
-        preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
-    )
-
-
 # -- versions ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fail_at", ["staging", "moving"])
 def test_failed_export_leaves_the_previous_version_intact_and_serving(
-    cpu_repository, tmp_path, monkeypatch, fail_at
+    cpu_repository, default_source, tmp_path, monkeypatch, fail_at
 ) -> None:
     live = tmp_path / "model_repository"
     shutil.copytree(cpu_repository, live)
@@ -96,7 +82,7 @@ def test_failed_export_leaves_the_previous_version_intact_and_serving(
 
         monkeypatch.setattr(repository.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="injected failure"):
-        write_version(live, DEFAULT_SPEC.name, _default_source(cpu_repository), ServingOptions())
+        write_version(live, DEFAULT_SPEC.name, default_source, ServingOptions())
     monkeypatch.undo()
     assert _snapshot(live) == before
     assert not list(tmp_path.glob(".model_repository.staging-*"))
@@ -106,12 +92,14 @@ def test_failed_export_leaves_the_previous_version_intact_and_serving(
         assert client.classify(COFFEE).top.index == ESPRESSO
 
 
-def test_new_versions_are_numbered_and_the_policy_keeps_the_latest(cpu_repository, tmp_path):
+def test_new_versions_are_numbered_and_the_policy_keeps_the_latest(
+    cpu_repository, default_source, tmp_path
+):
     live = tmp_path / "model_repository"
     shutil.copytree(cpu_repository, live)
     options = ServingOptions(keep_versions=2)
     for expected in (2, 3):
-        written = write_version(live, DEFAULT_SPEC.name, _default_source(cpu_repository), options)
+        written = write_version(live, DEFAULT_SPEC.name, default_source, options)
         assert written.version == expected
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     config = configs.parse((live / names.classifier / "config.pbtxt").read_text())
@@ -135,13 +123,7 @@ def test_verify_reports_tampering_and_broken_wiring(cpu_repository, tmp_path) ->
     config_path.write_text(config_path.read_text().replace("dims: 224", "dims: 225", 1))
     kinds = {problem.kind for problem in verify_repository(live)}
     assert {"checksums", "labels", "wiring"} <= kinds
-    completed = subprocess.run(
-        [sys.executable, "-m", "tvision.cli", "repo", "verify", str(live)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = run_tvision("repo", "verify", str(live), timeout_s=120)
     assert completed.returncode == 1
     assert "[checksums]" in completed.stdout and "[wiring]" in completed.stdout
 
@@ -263,37 +245,29 @@ def multi_model_server(cpu_repository, foreign_models, tmp_path_factory):
         ServingOptions(),
     )
     # The same through the CLI, as a platform engineer would run it.
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tvision.cli",
-            "export",
-            "--repository",
-            str(live),
-            "--onnx",
-            str(foreign_models["logits"]),
-            "--labels",
-            str(foreign_models["labels"]),
-            "--name",
-            "nhwc_bgr",
-            "--outputs",
-            "logits",
-            "--crop-px",
-            "224",
-            "--resize-short-px",
-            "256",
-            "--mean",
-            "127,127,127",
-            "--std",
-            "128,128,128",
-            "--channel-order",
-            "BGR",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    completed = run_tvision(
+        "export",
+        "--repository",
+        str(live),
+        "--onnx",
+        str(foreign_models["logits"]),
+        "--labels",
+        str(foreign_models["labels"]),
+        "--name",
+        "nhwc_bgr",
+        "--outputs",
+        "logits",
+        "--crop-px",
+        "224",
+        "--resize-short-px",
+        "256",
+        "--mean",
+        "127,127,127",
+        "--std",
+        "128,128,128",
+        "--channel-order",
+        "BGR",
+        timeout_s=300,
     )
     assert completed.returncode == 0, completed.stderr
     assert foreign_models["probs"].read_bytes() == before  # the user's file is untouched
@@ -336,23 +310,15 @@ def test_foreign_models_serve_beside_the_default(
 
 def test_cli_chooses_a_model_with_the_model_flag(multi_model_server) -> None:
     _live, server = multi_model_server
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tvision.cli",
-            "classify",
-            "--json",
-            "--model",
-            "nhwc_bgr",
-            "--url",
-            server.grpc_url,
-            str(sample_photo("coffee").path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    completed = run_tvision(
+        "classify",
+        "--json",
+        "--model",
+        "nhwc_bgr",
+        "--url",
+        server.grpc_url,
+        str(sample_photo("coffee").path),
+        timeout_s=120,
     )
     assert completed.returncode == 0, completed.stderr
     assert '"espresso"' in completed.stdout

@@ -14,7 +14,6 @@ from tvision_export.configs import ServingOptions
 from tvision_export.exporter import ExportResult, validation_inputs
 from tvision_export.onnx_export import (
     ONNX_INPUT_NAME,
-    ONNX_OUTPUT_NAME,
     ExportValidationError,
     build_probability_module,
     validate_onnx,
@@ -30,16 +29,7 @@ def _configs(repository: Path) -> dict[str, configs.model_config_pb2.ModelConfig
     }
 
 
-def _gpu_repository(cpu_repository: Path, tmp_path: Path, **overrides: object) -> Path:
-    names = ModelNames.for_model(DEFAULT_SPEC.name)
-    source = ClassifierSource(
-        onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
-        onnx_input=ONNX_INPUT_NAME,
-        onnx_output=ONNX_OUTPUT_NAME,
-        input_dims=[3, DEFAULT_SPEC.input_size_px, DEFAULT_SPEC.input_size_px],
-        labels=DEFAULT_SPEC.load_labels(),
-        preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
-    )
+def _gpu_repository(source: ClassifierSource, tmp_path: Path, **overrides: object) -> Path:
     repository = tmp_path / "gpu_repository"
     write_version(repository, DEFAULT_SPEC.name, source, ServingOptions(target="gpu", **overrides))
     return repository
@@ -120,8 +110,8 @@ def test_labels_file_has_one_line_per_class(cpu_repository: Path) -> None:
         assert lines[967] == "espresso"
 
 
-def test_gpu_target_uses_onnxruntime_on_gpu_with_batching(cpu_repository, tmp_path) -> None:
-    repository = _gpu_repository(cpu_repository, tmp_path)
+def test_gpu_target_uses_onnxruntime_on_gpu_with_batching(default_source, tmp_path) -> None:
+    repository = _gpu_repository(default_source, tmp_path)
     parsed = _configs(repository)
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     classifier = parsed[names.classifier]
@@ -136,8 +126,8 @@ def test_gpu_target_uses_onnxruntime_on_gpu_with_batching(cpu_repository, tmp_pa
     assert preprocess.instance_group[0].count >= 2
 
 
-def test_gpu_fp16_adds_the_tensorrt_accelerator(cpu_repository, tmp_path) -> None:
-    repository = _gpu_repository(cpu_repository, tmp_path, fp16=True)
+def test_gpu_fp16_adds_the_tensorrt_accelerator(default_source, tmp_path) -> None:
+    repository = _gpu_repository(default_source, tmp_path, fp16=True)
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     classifier = _configs(repository)[names.classifier]
     (accelerator,) = classifier.optimization.execution_accelerators.gpu_execution_accelerator
