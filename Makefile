@@ -57,6 +57,7 @@ bench: $(INSTALLED)
 	mkdir -p bench-results
 	$(BIN)/tvision bench --json bench-results/bench.json --plot bench-results/bench.png
 	$(BIN)/tvision bench-sdk --json bench-results/bench-sdk.json
+	$(BIN)/tvision bench-preprocess
 
 loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY)

@@ -386,22 +386,54 @@ def _summarise(results: list[RunResult]) -> dict[str, Any]:
     }
 
 
+def serving_overrides(assignments: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` pairs into ``ServingOptions`` fields, typed like the defaults.
+
+    Raises:
+        ValueError: an unknown field or a value of the wrong form.
+    """
+    from dataclasses import fields
+
+    from tvision_export.configs import ServingOptions
+
+    defaults = {
+        field.name: getattr(ServingOptions(), field.name) for field in fields(ServingOptions)
+    }
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or key not in defaults:
+            raise ValueError(f"--set needs KEY=VALUE with KEY one of {sorted(defaults)}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            overrides[key] = text.lower() in ("1", "true", "yes")
+        elif isinstance(default, tuple):
+            overrides[key] = tuple(int(part) for part in text.split(",") if part)
+        else:
+            overrides[key] = type(default)(text)
+    return overrides
+
+
 def run_benchmark(
     quick: bool = False,
     concurrencies: Sequence[int] = CONCURRENCIES,
     duration_s: float | None = None,
     progress: Callable[[str], None] = lambda _message: None,
+    overrides: dict[str, Any] | None = None,
+    paths: Sequence[str] = PATHS,
 ) -> dict[str, Any]:
-    """Export into a temporary repository, serve it, and run every path.
+    """Export into a temporary repository, serve it, and run the chosen paths.
 
-    Returns a JSON-ready dict: machine, settings, per-run results and the ratios.
+    ``overrides`` changes the exported ``ServingOptions`` (to compare configurations).
+    Returns a JSON-ready dict: machine, settings, per-run results and, when every path
+    ran, the ratios.
     """
     from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.spec import DEFAULT_SPEC
 
     duration = duration_s if duration_s is not None else (2.0 if quick else 10.0)
-    options = ServingOptions()
+    options = ServingOptions(**(overrides or {}))
     with tempfile.TemporaryDirectory(prefix="tvision-bench-") as work_dir:
         repository = Path(work_dir) / "model_repository"
         progress("exporting the model and the naive baseline")
@@ -416,21 +448,27 @@ def run_benchmark(
         with TritonServer(repository, ServerPorts.free()) as server:
             bench = Bench(server, DEFAULT_SPEC.name, duration)
             results: list[RunResult] = []
-            progress("in-process limit")
-            results.append(bench.run_limit(onnx_path))
+            if "limit" in paths:
+                progress("in-process limit")
+                results.append(bench.run_limit(onnx_path))
             for concurrency in concurrencies:
-                progress(f"served ensemble, concurrency {concurrency}")
-                results.append(bench.run_served(concurrency, DEFAULT_SPEC.name, "served"))
-                progress(f"client-side preprocessing, concurrency {concurrency}")
-                results.append(bench.run_client_side(concurrency))
-                progress(f"naive ensemble, concurrency {concurrency}")
-                results.append(bench.run_served(concurrency, f"{DEFAULT_SPEC.name}_naive", "naive"))
+                if "served" in paths:
+                    progress(f"served ensemble, concurrency {concurrency}")
+                    results.append(bench.run_served(concurrency, DEFAULT_SPEC.name, "served"))
+                if "client-side" in paths:
+                    progress(f"client-side preprocessing, concurrency {concurrency}")
+                    results.append(bench.run_client_side(concurrency))
+                if "naive" in paths:
+                    progress(f"naive ensemble, concurrency {concurrency}")
+                    naive = f"{DEFAULT_SPEC.name}_naive"
+                    results.append(bench.run_served(concurrency, naive, "naive"))
     return {
         "machine": {"cpu_count": os.cpu_count(), "quick": quick, "duration_s": duration},
         "serving_options": asdict(options),
+        "set": sorted(overrides or {}),
         "image_bytes": {image.name: len(image.data) for image in bench.images},
         "results": [asdict(result) for result in results],
-        "ratios": _summarise(results),
+        "ratios": _summarise(results) if set(paths) == set(PATHS) else None,
     }
 
 
@@ -454,22 +492,29 @@ def render_table(report: dict[str, Any]) -> str:
             f"{r['server_cpu_s_per_image'] * 1000:>16.2f}"
             f"{r['client_cpu_s_per_image'] * 1000:>16.2f}  {batches} {r['note']}".rstrip()
         )
-    ratios = report["ratios"]
-    targets = ratios["targets"]
-    served = next(
-        r
-        for r in report["results"]
-        if r["path"] == "served" and r["concurrency"] == ratios["served_best_concurrency"]
-    )
-    breakdown = ", ".join(
-        f"{part} {ms:.1f}" for part, ms in served["server_cpu_ms_per_image_by_part"].items()
-    )
-    lines.append("")
-    lines.append(f"server CPU ms/image, served at concurrency {served['concurrency']}: {breakdown}")
+    served_runs = [r for r in report["results"] if r["path"] == "served"]
+    if served_runs:
+        served = max(served_runs, key=lambda r: r["images_per_s"])
+        breakdown = ", ".join(
+            f"{part} {ms:.1f}" for part, ms in served["server_cpu_ms_per_image_by_part"].items()
+        )
+        lines.append("")
+        lines.append(
+            f"server CPU ms/image, served at concurrency {served['concurrency']}: {breakdown}"
+        )
     sizes = ", ".join(
         f"{name} {size / 1000:.0f} kB" for name, size in report["image_bytes"].items()
     )
     lines.append(f"images sent in turn: {sizes}")
+    changed = {
+        key: value for key, value in report["serving_options"].items() if key in report["set"]
+    }
+    if changed:
+        lines.append(f"serving options changed for this run: {changed}")
+    ratios = report["ratios"]
+    if ratios is None:
+        return "\n".join(lines)
+    targets = ratios["targets"]
     lines.append("")
     for key, label in (
         ("served_over_limit", "served (best) / in-process limit"),
@@ -615,4 +660,87 @@ def render_sdk_table(report: dict[str, Any]) -> str:
     ratio = report["sdk_over_tritonclient"]
     verdict = "meets" if ratio >= report["target"] else "MISSES"
     lines.append(f"SDK / tritonclient throughput: {ratio:.3f}x (target >= 0.97x) {verdict}")
+    return "\n".join(lines)
+
+
+# -- preprocessing micro-benchmark -----------------------------------------------------
+
+
+def _normalise_transpose_then_scale(preprocessor: Any, crops: list[np.ndarray]) -> np.ndarray:
+    """The obvious way, as the baseline: transpose, convert, then scale the whole batch."""
+    pixels = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32)
+    pixels *= preprocessor.multiplier.reshape(1, 3, 1, 1)
+    pixels += preprocessor.offset.reshape(1, 3, 1, 1)
+    return pixels
+
+
+def _time_ms(function: Callable[[], object], repeats: int) -> float:
+    function()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats * 1000.0
+
+
+def run_preprocess_benchmark(repeats: int = 20) -> dict[str, Any]:
+    """Milliseconds per image for each preprocessing speed-up and its baseline, in one run."""
+    from tvision_export.configs import ServingOptions
+    from tvision_export.spec import DEFAULT_SPEC
+    from tvision_export.triton_models.preprocess import ImagePreprocessor
+
+    options = ServingOptions()
+    spec = json.loads(DEFAULT_SPEC.preprocess.to_json())
+
+    def preprocessor(draft: bool, crop_box: bool) -> Any:
+        return ImagePreprocessor(
+            spec, options.max_image_pixels, options.max_image_bytes, draft, crop_box
+        )
+
+    variants = {
+        "shipped (draft, crop box)": preprocessor(True, True),
+        "no JPEG draft": preprocessor(False, True),
+        "full-image resize": preprocessor(True, False),
+    }
+    decode: dict[str, dict[str, float]] = {}
+    for image in bench_images():
+        decode[image.name] = {
+            name: _time_ms(lambda p=p, data=image.data: p.decode(data), repeats)
+            for name, p in variants.items()
+        }
+    shipped = variants["shipped (draft, crop box)"]
+    crops = [shipped.decode(image.data) for image in bench_images()[:8]]
+    normalise = {
+        "shipped (per-channel multiply into planar output)": _time_ms(
+            lambda: shipped.normalise(crops), repeats
+        )
+        / len(crops),
+        "transpose, convert, then scale": _time_ms(
+            lambda: _normalise_transpose_then_scale(shipped, crops), repeats
+        )
+        / len(crops),
+    }
+    return {
+        "machine": {"cpu_count": os.cpu_count()},
+        "decode_ms": decode,
+        "normalise_ms": normalise,
+    }
+
+
+def render_preprocess_table(report: dict[str, Any]) -> str:
+    variants = list(next(iter(report["decode_ms"].values())))
+    lines = [
+        f"preprocessing, ms per image, on {report['machine']['cpu_count']} CPU cores (one thread)",
+        f"{'image':<26}" + "".join(f"{name:>28}" for name in variants),
+    ]
+    for image, timings in report["decode_ms"].items():
+        shipped = timings[variants[0]]
+        cells = [f"{timings[variants[0]]:.2f}"] + [
+            f"{timings[name]:.2f} ({timings[name] / shipped:.1f}x)" for name in variants[1:]
+        ]
+        lines.append(f"{image:<26}" + "".join(f"{cell:>28}" for cell in cells))
+    (shipped_name, shipped_ms), (baseline_name, baseline_ms) = report["normalise_ms"].items()
+    lines.append(
+        f"normalise a batch of 8: {shipped_name} {shipped_ms:.3f} ms/image; "
+        f"{baseline_name} {baseline_ms:.3f} ms/image ({baseline_ms / shipped_ms:.1f}x)"
+    )
     return "\n".join(lines)

@@ -382,7 +382,26 @@ def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 16, 32))
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change an exported serving option for this run, e.g. classifier_instances=1",
+    )
+    parser.add_argument(
+        "--paths",
+        type=lambda text: tuple(part for part in text.split(",") if part),
+        default=("limit", "served", "client-side", "naive"),
+        help="comma-separated subset of limit,served,client-side,naive (ratios need all)",
+    )
     parser.set_defaults(handler=_run_bench)
+
+    preprocess = subparsers.add_parser(
+        "bench-preprocess", help="preprocessing cost per image, each speed-up against its baseline"
+    )
+    preprocess.add_argument("--repeats", type=_positive_int, default=20)
+    preprocess.set_defaults(handler=_run_bench_preprocess)
 
     sdk = subparsers.add_parser("bench-sdk", help="the SDK against raw tritonclient")
     sdk.add_argument("--concurrency", type=_positive_int, default=8)
@@ -395,8 +414,18 @@ def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _run_bench(args: argparse.Namespace) -> int:
     from tvision import bench
 
-    if 16 not in args.concurrency:
+    full = set(args.paths) == set(bench.PATHS)
+    if full and 16 not in args.concurrency:
         print("error: --concurrency must include 16 (the naive comparison)", file=sys.stderr)
+        return 2
+    unknown = set(args.paths) - set(bench.PATHS)
+    if unknown:
+        print(f"error: unknown paths {sorted(unknown)}; choose from {bench.PATHS}", file=sys.stderr)
+        return 2
+    try:
+        overrides = bench.serving_overrides(args.set)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
     def progress(message: str) -> None:
@@ -407,12 +436,21 @@ def _run_bench(args: argparse.Namespace) -> int:
         concurrencies=args.concurrency,
         duration_s=args.duration_s,
         progress=progress,
+        overrides=overrides,
+        paths=args.paths,
     )
     print(bench.render_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.plot:
         bench.plot(report, args.plot)
+    return 0
+
+
+def _run_bench_preprocess(args: argparse.Namespace) -> int:
+    from tvision import bench
+
+    print(bench.render_preprocess_table(bench.run_preprocess_benchmark(args.repeats)))
     return 0
 
 
