@@ -21,24 +21,32 @@ help:
 	@echo "make loadtest 60 s Locust run with SLO gate against a fresh embedded server"
 	@echo "make lint typecheck k8s clean"
 
+INSTALL_LOG := $(VENV)/install.log
+
 # Reinstalls only when the dependency files change; a second `make demo` skips it.
+# pip's output goes to a log file, named (with its last lines) only if the install fails.
 $(INSTALLED): pyproject.toml client/pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -e ./client -e ".[dev]"
-	touch $@
+	@echo "==> installing tvision and its dependencies into $(VENV) (2-6 minutes the first time)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@( $(PIP_INSTALL) --upgrade pip && $(PIP_INSTALL) -e ./client -e ".[dev]" ) \
+		> $(INSTALL_LOG) 2>&1 \
+		|| { tail -n 30 $(INSTALL_LOG); echo "install failed; full log: $(INSTALL_LOG)"; exit 1; }
+	@touch $@
+	@echo "==> installed (log: $(INSTALL_LOG))"
 
 install: $(INSTALLED)
 
 # Exported once; `make export` writes a new version on demand.
 $(REPOSITORY)/$(MODEL)/config.pbtxt: | $(INSTALLED)
-	$(BIN)/tvision export --target $(TARGET) --repository $(REPOSITORY)
+	@echo "==> exporting $(MODEL) to ONNX and writing the $(TARGET) repository $(REPOSITORY)/"
+	@$(BIN)/tvision export --target $(TARGET) --repository $(REPOSITORY)
 
 export: $(INSTALLED)
 	$(BIN)/tvision export --target $(TARGET) --repository $(REPOSITORY)
 
 demo: $(REPOSITORY)/$(MODEL)/config.pbtxt
-	$(BIN)/tvision demo --repository $(REPOSITORY)
+	@echo "==> serving $(REPOSITORY)/ and classifying the sample photos"
+	@$(BIN)/tvision demo --repository $(REPOSITORY)
 
 serve: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/tvision serve --repository $(REPOSITORY)

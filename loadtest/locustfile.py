@@ -6,6 +6,8 @@ Run headless against a server (``--host`` is Triton's gRPC address)::
         --slo-p99-ms 500 --slo-max-failure-ratio 0.001
 
 The run exits non-zero when a service-level objective is missed, so it can gate a release.
+It needs only the SDK and Locust: the photos it sends ship beside it in ``images/``, or come
+from ``--images DIR`` or ``--images 'GLOB'`` (sent as they are: formats and sizes as found).
 For a ramp, add the shape: ``-f loadtest/locustfile.py,loadtest/shapes.py``.
 For more load than one machine makes, use Locust's own ``--master`` / ``--worker`` mode.
 """
@@ -17,17 +19,19 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
-import io  # noqa: E402
+import glob  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
 
 from locust import User, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from tvision_client import Client, ClientError  # noqa: E402
 
 REQUEST_TYPE = "grpc"
+BUNDLED_IMAGES = Path(__file__).resolve().parent / "images"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @events.init_command_line_parser.add_listener
@@ -45,10 +49,10 @@ def _add_arguments(parser: Any) -> None:
         help="deadline per request, retries included",
     )
     group.add_argument(
-        "--image-size",
-        default="640x480",
-        env_var="TVISION_IMAGE_SIZE",
-        help="WIDTHxHEIGHT the sample photos are re-encoded at",
+        "--images",
+        default=str(BUNDLED_IMAGES),
+        env_var="TVISION_IMAGES",
+        help="a directory or a quoted glob of images to send in turn (default: bundled photos)",
     )
     group.add_argument(
         "--slo-p99-ms",
@@ -66,16 +70,20 @@ def _add_arguments(parser: Any) -> None:
     )
 
 
-def sample_jpegs(size: tuple[int, int]) -> list[bytes]:
-    """The bundled sample photos, re-encoded as JPEGs of ``size``."""
-    from tvision_export.samples import sample_photos
+def load_images(source: str) -> list[bytes]:
+    """The encoded images in a directory, or matching a glob, in name order.
 
-    encoded = []
-    for photo in sample_photos():
-        buffer = io.BytesIO()
-        Image.open(photo.path).convert("RGB").resize(size).save(buffer, "JPEG", quality=90)
-        encoded.append(buffer.getvalue())
-    return encoded
+    Raises:
+        FileNotFoundError: nothing matched; the message names what was looked for.
+    """
+    directory = Path(source)
+    if directory.is_dir():
+        paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        paths = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found at {source!r}")
+    return [path.read_bytes() for path in paths]
 
 
 class TritonUser(User):
@@ -91,10 +99,7 @@ class TritonUser(User):
         self.top_k = options.top_k if options else 5
         timeout_s = options.timeout_s if options else 10.0
         if not TritonUser._images:
-            width, height = (
-                int(v) for v in (options.image_size if options else "640x480").split("x")
-            )
-            TritonUser._images = sample_jpegs((width, height))
+            TritonUser._images = load_images(options.images if options else str(BUNDLED_IMAGES))
         self.client = Client(self.host or "127.0.0.1:8001", model=self.model, timeout_s=timeout_s)
         self._next_image = 0
 

@@ -13,10 +13,16 @@ import pytest
 
 from tvision.server import ServerPorts, TritonServer
 from tvision_export.configs import ServingOptions
-from tvision_export.exporter import ExportResult, export_model
-from tvision_export.onnx_export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
-from tvision_export.repository import ClassifierSource, ModelNames
+from tvision_export.exporter import ExportResult, classifier_source, export_model
+from tvision_export.repository import ClassifierSource
 from tvision_export.spec import DEFAULT_SPEC
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the real PyTorch export, through any fixture chain."""
+    for item in items:
+        if "cpu_export" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.export)
 
 
 @pytest.fixture(scope="session")
@@ -31,17 +37,9 @@ def cpu_repository(cpu_export: ExportResult) -> Path:
 
 
 @pytest.fixture(scope="session")
-def default_source(cpu_repository: Path) -> ClassifierSource:
+def default_source(cpu_export: ExportResult) -> ClassifierSource:
     """The exported default classifier, for writing more repositories without re-exporting."""
-    names = ModelNames.for_model(DEFAULT_SPEC.name)
-    return ClassifierSource(
-        onnx_path=cpu_repository / names.classifier / "1" / "model.onnx",
-        onnx_input=ONNX_INPUT_NAME,
-        onnx_output=ONNX_OUTPUT_NAME,
-        input_dims=[3, DEFAULT_SPEC.input_size_px, DEFAULT_SPEC.input_size_px],
-        labels=DEFAULT_SPEC.load_labels(),
-        preprocess_spec_json=DEFAULT_SPEC.preprocess.to_json(),
-    )
+    return classifier_source(DEFAULT_SPEC, cpu_export.written.classifier_onnx)
 
 
 @pytest.fixture(scope="session")

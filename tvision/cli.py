@@ -12,10 +12,6 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tvision_export.configs import ServingOptions
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -40,26 +36,16 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tvision_export.configs import ServingOptions
+
     parser = subparsers.add_parser("export", help="export a model into a Triton model repository")
-    parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument(
         "--spec",
         default="tvision_export.spec:EFFICIENTNET_LITE0",
         help="model spec as module:attribute (default: EfficientNet-Lite0, ImageNet)",
     )
-    parser.add_argument("--max-batch-size", type=_positive_int, default=None)
-    parser.add_argument("--preferred-batch-sizes", type=_int_list, default=None)
-    parser.add_argument("--max-queue-delay-us", type=int, default=None)
-    parser.add_argument("--preprocess-instances", type=_positive_int, default=None)
-    parser.add_argument("--classifier-instances", type=_positive_int, default=None)
-    parser.add_argument("--max-queue-size", type=_positive_int, default=None)
-    parser.add_argument("--queue-timeout-us", type=_positive_int, default=None)
-    parser.add_argument("--keep-versions", type=_positive_int, default=None)
-    parser.add_argument("--max-image-pixels", type=_positive_int, default=None)
-    parser.add_argument("--max-image-bytes", type=_positive_int, default=None)
-    parser.add_argument("--intra-op-threads", type=int, default=None)
-    parser.add_argument("--fp16", action="store_true", help="TensorRT FP16 (gpu target only)")
+    ServingOptions.add_arguments(parser.add_argument_group("serving options"))
     byo = parser.add_argument_group(
         "bring your own ONNX", "serve an existing ONNX classifier instead of a spec"
     )
@@ -73,6 +59,9 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     byo.add_argument("--std", type=_float_triple, default=(1.0, 1.0, 1.0))
     byo.add_argument("--scale", type=float, default=1.0, help="pixels are divided by this first")
     byo.add_argument("--channel-order", choices=("RGB", "BGR"), default="RGB")
+    byo.add_argument(
+        "--atol", type=float, default=None, help="largest score difference from the original"
+    )
     parser.set_defaults(handler=_run_export)
 
 
@@ -89,6 +78,7 @@ def _float_triple(text: str) -> tuple[float, float, float]:
 def _run_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.onnx_export import ExportValidationError
     from tvision_export.spec import load_spec
@@ -97,7 +87,7 @@ def _run_export(args: argparse.Namespace) -> int:
         return _run_import(args)
     console = Console(stderr=True)
     try:
-        options = _serving_options(args)
+        options = ServingOptions.from_arguments(args)
         spec = load_spec(args.spec)
         with console.status("Starting export") as status:
 
@@ -123,22 +113,10 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serving_options(args: argparse.Namespace) -> ServingOptions:
-    from dataclasses import fields
-
-    from tvision_export.configs import ServingOptions
-
-    overrides = {
-        field.name: getattr(args, field.name)
-        for field in fields(ServingOptions)
-        if getattr(args, field.name, None) is not None and field.name != "fp16"
-    }
-    return ServingOptions(**overrides, fp16=args.fp16)
-
-
 def _run_import(args: argparse.Namespace) -> int:
+    from tvision_export.configs import ServingOptions
     from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
-    from tvision_export.spec import PreprocessSpec
+    from tvision_export.spec import PreprocessSpec, ValidationSpec
 
     if args.labels is None or args.name is None:
         print("error: --onnx needs --labels and --name", file=sys.stderr)
@@ -152,23 +130,24 @@ def _run_import(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        preprocess = PreprocessSpec(
-            resize_short_px=args.resize_short_px or round(crop / 0.875),
-            crop_px=crop,
+        preprocess = PreprocessSpec.for_crop(
+            crop,
+            resize_short_px=args.resize_short_px,
             mean=args.mean,
             std=args.std,
             scale=args.scale,
             channel_order=args.channel_order,
             layout=info.layout,
         )
-        written = import_onnx(
+        written, report = import_onnx(
             args.onnx,
             args.labels,
             args.name,
             preprocess,
             args.outputs,
             args.repository,
-            _serving_options(args),
+            ServingOptions.from_arguments(args),
+            atol=args.atol if args.atol is not None else ValidationSpec().atol,
         )
     except (OnnxImportError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -178,6 +157,8 @@ def _run_import(args: argparse.Namespace) -> int:
         f"{written.repository}\n  input {info.input_name!r} {info.layout} {crop}x{crop}, "
         f"{info.num_classes} classes ({args.outputs}), batch "
         f"{'fixed at 1' if info.batch_fixed_at_one else 'dynamic'}\n"
+        f"  copy vs original: max |diff| {report.max_abs_diff:.2e} (atol {report.atol:g}) "
+        f"over {len(report.checks)} inputs\n"
         f"  models: {', '.join(written.names.all())}"
     )
     return 0
@@ -306,7 +287,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.repository, args.top_k)
 
 
-# -- repo verify and validate ------------------------------------------------------------
+# -- repo verify ------------------------------------------------------------------------
 
 
 def _add_repo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -315,18 +296,6 @@ def _add_repo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     verify = repo_commands.add_parser("verify", help="check configs, files, checksums, wiring")
     verify.add_argument("repository", type=Path, nargs="?", default=DEFAULT_REPOSITORY)
     verify.set_defaults(handler=_run_repo_verify)
-
-    validate = subparsers.add_parser(
-        "validate", help="served ensemble vs in-process PyTorch on real photos (skew check)"
-    )
-    validate.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-    validate.add_argument("--url", default="localhost:8001")
-    validate.add_argument("--images", type=Path, default=None, help="default: sample photos")
-    validate.add_argument("--spec", default="tvision_export.spec:EFFICIENTNET_LITE0")
-    validate.add_argument("--model", default=None, help="ensemble name (default: the spec's)")
-    validate.add_argument("--min-top1-agreement", type=float, default=None)
-    validate.add_argument("--max-probability-diff", type=float, default=None)
-    validate.set_defaults(handler=_run_validate)
 
 
 def _run_repo_verify(args: argparse.Namespace) -> int:
@@ -341,6 +310,23 @@ def _run_repo_verify(args: argparse.Namespace) -> int:
         more = f"  (+{count - 1} more of this kind)" if count > 1 else ""
         print(f"  {problem}{more}")
     return 1
+
+
+# -- validate ---------------------------------------------------------------------------
+
+
+def _add_validate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = subparsers.add_parser(
+        "validate", help="served ensemble vs in-process PyTorch on real photos (skew check)"
+    )
+    validate.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    validate.add_argument("--url", default="localhost:8001")
+    validate.add_argument("--images", type=Path, default=None, help="default: sample photos")
+    validate.add_argument("--spec", default="tvision_export.spec:EFFICIENTNET_LITE0")
+    validate.add_argument("--model", default=None, help="ensemble name (default: the spec's)")
+    validate.add_argument("--min-top1-agreement", type=float, default=None)
+    validate.add_argument("--max-probability-diff", type=float, default=None)
+    validate.set_defaults(handler=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -412,60 +398,51 @@ def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from tvision import bench
+    from tvision.bench.render import plot, render_table
+    from tvision.bench.run import check_request, run_benchmark
+    from tvision_export.configs import ServingOptions
 
-    full = set(args.paths) == set(bench.PATHS)
-    if full and 16 not in args.concurrency:
-        print("error: --concurrency must include 16 (the naive comparison)", file=sys.stderr)
-        return 2
-    unknown = set(args.paths) - set(bench.PATHS)
-    if unknown:
-        print(f"error: unknown paths {sorted(unknown)}; choose from {bench.PATHS}", file=sys.stderr)
-        return 2
     try:
-        overrides = bench.serving_overrides(args.set)
+        check_request(args.paths, args.concurrency)
+        overrides = ServingOptions.parse_assignments(args.set)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    def progress(message: str) -> None:
-        print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-    report = bench.run_benchmark(
+    report = run_benchmark(
         quick=args.quick,
         concurrencies=args.concurrency,
         duration_s=args.duration_s,
-        progress=progress,
+        progress=lambda message: print(f"[bench] {message}", file=sys.stderr, flush=True),
         overrides=overrides,
         paths=args.paths,
     )
-    print(bench.render_table(report))
+    print(render_table(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     if args.plot:
-        bench.plot(report, args.plot)
+        plot(report, args.plot)
     return 0
 
 
 def _run_bench_preprocess(args: argparse.Namespace) -> int:
-    from tvision import bench
+    from tvision.bench.preprocess import render_preprocess_table, run_preprocess_benchmark
 
-    print(bench.render_preprocess_table(bench.run_preprocess_benchmark(args.repeats)))
+    print(render_preprocess_table(run_preprocess_benchmark(args.repeats)))
     return 0
 
 
 def _run_bench_sdk(args: argparse.Namespace) -> int:
-    from tvision import bench
+    from tvision.bench.sdk import render_sdk_table, run_sdk_benchmark
 
-    report = bench.run_sdk_benchmark(
+    report = run_sdk_benchmark(
         concurrency=args.concurrency,
         rounds=args.rounds,
         duration_s=args.duration_s,
         progress=lambda message: print(f"[bench-sdk] {message}", file=sys.stderr, flush=True),
     )
-    print(bench.render_sdk_table(report))
+    print(render_sdk_table(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return 0
 
 
@@ -483,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(subparsers)
     _add_bench(subparsers)
     _add_repo(subparsers)
+    _add_validate(subparsers)
     return parser
 
 

@@ -38,32 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with TritonServer(args.repository, ServerPorts.free()) as server:
         print(f"server ready on {server.grpc_url}; running Locust for {args.run_time}", flush=True)
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(LOCUSTFILE),
-                "--headless",
-                "--users",
-                str(args.users),
-                "--spawn-rate",
-                str(args.spawn_rate),
-                "--run-time",
-                args.run_time,
-                "--stop-timeout",
-                "10",
-                "--host",
-                server.grpc_url,
-                "--only-summary",
-                "--slo-p99-ms",
-                str(args.slo_p99_ms),
-                "--slo-max-failure-ratio",
-                str(args.slo_max_failure_ratio),
-            ],
-            check=False,
+        command = locust_command(
+            server.grpc_url,
+            args.users,
+            args.spawn_rate,
+            args.run_time,
+            "--slo-p99-ms",
+            str(args.slo_p99_ms),
+            "--slo-max-failure-ratio",
+            str(args.slo_max_failure_ratio),
         )
+        completed = subprocess.run(command, check=False)
     return completed.returncode
 
 

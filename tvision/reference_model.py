@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvision_export.onnx_export import build_probability_module
+from tvision_export.onnx_export import build_module, torch_reference
 from tvision_export.reference import reference_preprocess
 from tvision_export.spec import ModelSpec
 
@@ -22,7 +22,8 @@ class ReferenceClassifier:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.module = build_probability_module(spec)
+        self.module = build_module(spec)
+        self._probabilities = torch_reference(self.module, spec.outputs)
         self.labels = spec.load_labels()
 
     def probabilities(self, image_bytes: bytes) -> np.ndarray:
@@ -31,12 +32,8 @@ class ReferenceClassifier:
         Raises:
             PIL.UnidentifiedImageError: the bytes are not an image.
         """
-        import torch
-
         pixels = reference_preprocess(image_bytes, self.spec.preprocess)
-        with torch.no_grad():
-            scores = self.module(torch.from_numpy(pixels[np.newaxis]))
-        return scores.numpy()[0]
+        return self._probabilities(pixels[np.newaxis])[0]
 
     def top_k(self, image_bytes: bytes, k: int = 5) -> list[ReferencePrediction]:
         probabilities = self.probabilities(image_bytes)

@@ -7,54 +7,58 @@ misspelled field or a wrong enum raises here, at export time, instead of at depl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from tvision_export import contract
+
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
 
-ENSEMBLE_INPUT = "IMAGE"
-ENSEMBLE_OUTPUT = "PROBABILITIES"
-PREPROCESS_OUTPUT = "PIXELS"
-LABELS_FILE = "labels.txt"
-# A real photo, under <preprocess model>/warmup/, decoded at load so the first request is warm.
-WARMUP_IMAGE_FILE = "sample_image"
+
+def _option(default: Any, help_text: str) -> Any:
+    """A ``ServingOptions`` field with the help text its CLI flag shows."""
+    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass(frozen=True)
 class ServingOptions:
     """Serving behaviour fixed at export time. Defaults are the measured best on 2 CPU cores.
 
-    See the README's Performance section for the benchmark behind each default.
+    This class is the one table of serving options: ``add_arguments`` makes a CLI flag of
+    each field (with the help text below), and ``parse_assignments`` reads ``KEY=VALUE``
+    pairs for ``tvision bench --set``. See the README's Performance section for the
+    benchmark behind each default.
     """
 
-    target: Target = "cpu"
-    max_batch_size: int = 32
-    preferred_batch_sizes: tuple[int, ...] = (4, 8)
-    max_queue_delay_us: int = 2000
-    preprocess_instances: int = 2
-    classifier_instances: int = 2
-    # ONNX Runtime threads per classifier instance on the cpu target (0 = one per core).
+    target: Target = _option("cpu", "cpu: ONNX Runtime in the python backend; gpu: KIND_GPU")
+    max_batch_size: int = _option(32, "largest batch a composing model executes")
+    preferred_batch_sizes: tuple[int, ...] = _option(
+        (4, 8), "batch sizes the dynamic batcher aims for (comma-separated)"
+    )
+    max_queue_delay_us: int = _option(2000, "longest wait to fill a preferred batch")
+    preprocess_instances: int = _option(2, "preprocessing model instances (CPU)")
+    classifier_instances: int = _option(2, "classifier model instances")
     # One thread in each of two instances beats two threads in one: batches overlap with
     # decoding instead of waiting for each other.
-    intra_op_threads: int = 1
+    intra_op_threads: int = _option(
+        1, "ONNX Runtime threads per classifier instance on the cpu target (0: one per core)"
+    )
     # ONNX Runtime's idle threads spin by default; on shared cores that steals decode time.
-    allow_spinning: bool = False
+    allow_spinning: bool = _option(False, "let ONNX Runtime's idle threads spin (cpu target)")
     # Overload: requests beyond this queue length, or waiting longer, are rejected at once.
-    max_queue_size: int = 256
-    queue_timeout_us: int = 5_000_000
-    max_image_pixels: int = 40_000_000
-    max_image_bytes: int = 20 * 1024 * 1024
-    jpeg_draft: bool = True
-    # False only for the benchmark's naive baseline (no batching, one request per execute).
-    dynamic_batching: bool = True
-    batched_execute: bool = True
-    crop_box_resize: bool = True
-    fp16: bool = False
-    keep_versions: int = 2
+    max_queue_size: int = _option(256, "queued requests beyond this are rejected at once")
+    queue_timeout_us: int = _option(5_000_000, "queued requests older than this are rejected")
+    max_image_pixels: int = _option(40_000_000, "largest image accepted, in pixels")
+    max_image_bytes: int = _option(20 * 1024 * 1024, "largest encoded image accepted, in bytes")
+    jpeg_draft: bool = _option(True, "decode JPEGs at a reduced size (libjpeg DCT scaling)")
+    fp16: bool = _option(False, "TensorRT FP16 accelerator (gpu target only)")
+    keep_versions: int = _option(2, "how many versions of each model Triton keeps loaded")
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -72,6 +76,91 @@ class ServingOptions:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
+    # -- the one table, as CLI flags and as KEY=VALUE text ----------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser | Any) -> None:
+        """Add ``--max-batch-size`` and friends, one flag per field, defaulting to "not set"."""
+        for option in fields(cls):
+            flag = "--" + option.name.replace("_", "-")
+            help_text = f"{option.metadata['help']} (default: {_show(option.default)})"
+            if isinstance(option.default, bool):
+                parser.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                )
+            elif option.name == "target":
+                parser.add_argument(flag, choices=TARGETS, default=None, help=help_text)
+            else:
+                parser.add_argument(
+                    flag, type=_argparse_type(_converter(option.default)), default=None,
+                    help=help_text, metavar=option.name.upper(),
+                )  # fmt: skip
+
+    @classmethod
+    def from_arguments(cls, namespace: argparse.Namespace, **forced: Any) -> ServingOptions:
+        """The options set on the command line, the defaults for the rest.
+
+        Raises:
+            ValueError: the combination is not valid.
+        """
+        given = {
+            option.name: getattr(namespace, option.name)
+            for option in fields(cls)
+            if getattr(namespace, option.name, None) is not None
+        }
+        return cls(**{**given, **forced})
+
+    @classmethod
+    def parse_assignments(cls, assignments: Sequence[str]) -> dict[str, Any]:
+        """``["classifier_instances=1", ...]`` -> typed overrides, as the flags parse them.
+
+        Raises:
+            ValueError: an unknown field or a value of the wrong form.
+        """
+        defaults = {option.name: option.default for option in fields(cls)}
+        overrides: dict[str, Any] = {}
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            if not sep or key not in defaults:
+                raise ValueError(f"expected KEY=VALUE with KEY one of {sorted(defaults)}")
+            overrides[key] = _converter(defaults[key])(text)
+        return overrides
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+def _converter(default: Any) -> Callable[[str], Any]:
+    if isinstance(default, bool):
+        return _parse_bool
+    if isinstance(default, tuple):
+        return _parse_int_tuple
+    return type(default)  # type: ignore[no-any-return]
+
+
+def _argparse_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
 
 def render(config: dict[str, Any]) -> str:
     """Validate ``config`` as Triton's ``ModelConfig`` and return protobuf text.
@@ -83,6 +172,11 @@ def render(config: dict[str, Any]) -> str:
     return text_format.MessageToString(message)
 
 
+def to_text(config: model_config_pb2.ModelConfig) -> str:
+    """Protobuf text of an already-validated ``ModelConfig`` message."""
+    return text_format.MessageToString(config)
+
+
 def parse(text: str) -> model_config_pb2.ModelConfig:
     """Parse protobuf text as Triton's ``ModelConfig``.
 
@@ -92,27 +186,7 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
-def naive_baseline(options: ServingOptions) -> ServingOptions:
-    """The python_backend example's setup, written only for the benchmark: per-request
-    preprocessing with a full decode and a full-image resize, no dynamic batching, one
-    instance of each model, and ONNX Runtime's default threading."""
-    return replace(
-        options,
-        dynamic_batching=False,
-        batched_execute=False,
-        jpeg_draft=False,
-        crop_box_resize=False,
-        preprocess_instances=1,
-        classifier_instances=1,
-        # ONNX Runtime's own defaults: a thread per core, spinning while idle.
-        intra_op_threads=0,
-        allow_spinning=True,
-    )
-
-
 def _batching(options: ServingOptions) -> dict[str, Any]:
-    if not options.dynamic_batching:
-        return {}
     return {"dynamic_batching": _dynamic_batching(options)}
 
 
@@ -129,6 +203,17 @@ def _dynamic_batching(options: ServingOptions) -> dict[str, Any]:
     }
 
 
+def _parameters(values: dict[str, str]) -> dict[str, Any]:
+    return {key: {"string_value": value} for key, value in values.items()}
+
+
+def _image_limits(options: ServingOptions) -> dict[str, str]:
+    return {
+        contract.PARAM_MAX_IMAGE_PIXELS: str(options.max_image_pixels),
+        contract.PARAM_MAX_IMAGE_BYTES: str(options.max_image_bytes),
+    }
+
+
 def _version_policy(options: ServingOptions) -> dict[str, Any]:
     return {"latest": {"num_versions": options.keep_versions}}
 
@@ -141,10 +226,10 @@ def preprocess_config(
         "backend": "python",
         "max_batch_size": options.max_batch_size,
         "version_policy": _version_policy(options),
-        "input": [{"name": ENSEMBLE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "input": [{"name": contract.ENSEMBLE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [
             {
-                "name": PREPROCESS_OUTPUT,
+                "name": contract.PREPROCESS_OUTPUT,
                 "data_type": "TYPE_FP32",
                 "dims": list(input_dims),
             }
@@ -156,22 +241,21 @@ def preprocess_config(
                 "name": "sample photo",
                 "batch_size": 1,
                 "inputs": {
-                    ENSEMBLE_INPUT: {
+                    contract.ENSEMBLE_INPUT: {
                         "data_type": "TYPE_STRING",
                         "dims": [1],
-                        "input_data_file": WARMUP_IMAGE_FILE,
+                        "input_data_file": contract.WARMUP_IMAGE_FILE,
                     }
                 },
             }
         ],
-        "parameters": {
-            "preprocess_spec": {"string_value": preprocess_spec_json},
-            "max_image_pixels": {"string_value": str(options.max_image_pixels)},
-            "max_image_bytes": {"string_value": str(options.max_image_bytes)},
-            "jpeg_draft": {"string_value": "true" if options.jpeg_draft else "false"},
-            "batched_execute": {"string_value": "true" if options.batched_execute else "false"},
-            "crop_box_resize": {"string_value": "true" if options.crop_box_resize else "false"},
-        },
+        "parameters": _parameters(
+            {
+                contract.PARAM_PREPROCESS_SPEC: preprocess_spec_json,
+                contract.PARAM_JPEG_DRAFT: contract.encode_bool(options.jpeg_draft),
+                **_image_limits(options),
+            }
+        ),
     }
 
 
@@ -199,7 +283,7 @@ def classifier_config(
                 "name": onnx_output,
                 "data_type": "TYPE_FP32",
                 "dims": [num_classes],
-                "label_filename": LABELS_FILE,
+                "label_filename": contract.LABELS_FILE,
             }
         ],
         **_batching(options),
@@ -220,10 +304,12 @@ def classifier_config(
     if options.target == "cpu":
         config["backend"] = "python"
         config["instance_group"] = [{"kind": "KIND_CPU", "count": options.classifier_instances}]
-        config["parameters"] = {
-            "intra_op_num_threads": {"string_value": str(options.intra_op_threads)},
-            "allow_spinning": {"string_value": "true" if options.allow_spinning else "false"},
-        }
+        config["parameters"] = _parameters(
+            {
+                contract.PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
+                contract.PARAM_ALLOW_SPINNING: contract.encode_bool(options.allow_spinning),
+            }
+        )
     else:
         config["platform"] = "onnxruntime_onnx"
         config["instance_group"] = [{"kind": "KIND_GPU", "count": options.classifier_instances}]
@@ -259,33 +345,30 @@ def ensemble_config(
         "version_policy": _version_policy(options),
         # Must not exceed the composing models' max_batch_size; batching happens in them.
         "max_batch_size": options.max_batch_size,
-        "input": [{"name": ENSEMBLE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "input": [{"name": contract.ENSEMBLE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [
             {
-                "name": ENSEMBLE_OUTPUT,
+                "name": contract.ENSEMBLE_OUTPUT,
                 "data_type": "TYPE_FP32",
                 "dims": [num_classes],
-                "label_filename": LABELS_FILE,
+                "label_filename": contract.LABELS_FILE,
             }
         ],
         # Read by the SDK (model_info().limits) to reject oversized images before sending.
-        "parameters": {
-            "max_image_pixels": {"string_value": str(options.max_image_pixels)},
-            "max_image_bytes": {"string_value": str(options.max_image_bytes)},
-        },
+        "parameters": _parameters(_image_limits(options)),
         "ensemble_scheduling": {
             "step": [
                 {
                     "model_name": preprocess_name,
                     "model_version": -1,
-                    "input_map": {ENSEMBLE_INPUT: ENSEMBLE_INPUT},
-                    "output_map": {PREPROCESS_OUTPUT: "pixels"},
+                    "input_map": {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_INPUT},
+                    "output_map": {contract.PREPROCESS_OUTPUT: contract.ENSEMBLE_PIXELS},
                 },
                 {
                     "model_name": classifier_name,
                     "model_version": -1,
-                    "input_map": {onnx_input: "pixels"},
-                    "output_map": {onnx_output: ENSEMBLE_OUTPUT},
+                    "input_map": {onnx_input: contract.ENSEMBLE_PIXELS},
+                    "output_map": {onnx_output: contract.ENSEMBLE_OUTPUT},
                 },
             ]
         },

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from tvision_export import configs, onnx_export
+from tvision_export import contract, onnx_export
 from tvision_export.configs import ServingOptions
 from tvision_export.onnx_export import ValidationReport
-from tvision_export.reference import reference_preprocess
 from tvision_export.repository import ClassifierSource, WrittenVersion, write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import ModelSpec
 
 # Called with a short description of each step as it starts.
 StepCallback = Callable[[str], None]
+
+# The real photo every export validates on and warms the server up with.
+VALIDATION_PHOTO = "coffee"
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,35 @@ class ExportResult:
     labels_count: int
 
 
-def validation_inputs(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs at two batch sizes, and a real photo through the reference preprocessing."""
-    generator = np.random.default_rng(seed)
-    size = spec.input_size_px
-    photo = sample_photo("coffee")
-    photo_tensor = reference_preprocess(photo.path.read_bytes(), spec.preprocess)
-    return {
-        "random batch of 1": generator.standard_normal((1, 3, size, size), dtype=np.float32),
-        "random batch of 3": generator.standard_normal((3, 3, size, size), dtype=np.float32),
-        f"photo {photo.name}": photo_tensor[np.newaxis],
-    }
+def validation_photo() -> tuple[str, bytes]:
+    """The bundled photo used to validate exports, as (name, encoded bytes)."""
+    photo = sample_photo(VALIDATION_PHOTO)
+    return photo.name, photo.path.read_bytes()
+
+
+def warmup_image() -> bytes:
+    """The validation photo as a small JPEG, for the preprocessing model's warmup."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    photo = Image.open(sample_photo(VALIDATION_PHOTO).path).convert("RGB")
+    photo.resize((320, 240)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def classifier_source(
+    spec: ModelSpec, onnx_path: Path, labels: list[str] | None = None
+) -> ClassifierSource:
+    """What the repository writer needs for a spec's exported ONNX file."""
+    return ClassifierSource(
+        onnx_path=onnx_path,
+        onnx_input=contract.ONNX_INPUT,
+        onnx_output=contract.ONNX_OUTPUT,
+        input_dims=spec.input_dims,
+        labels=spec.load_labels() if labels is None else labels,
+        preprocess_spec_json=spec.preprocess.to_json(),
+        warmup_image=warmup_image(),
+    )
 
 
 def export_model(
@@ -46,12 +65,8 @@ def export_model(
     repository: Path,
     options: ServingOptions,
     on_step: StepCallback = lambda _step: None,
-    naive_baseline: bool = False,
 ) -> ExportResult:
     """Export ``spec`` to ONNX, validate it against PyTorch, and write a new version.
-
-    ``naive_baseline`` also writes ``<name>_naive``: the unoptimised configuration the
-    benchmark compares against. It is never needed for serving.
 
     Raises:
         onnx_export.ExportValidationError: ONNX Runtime disagrees with PyTorch.
@@ -59,27 +74,24 @@ def export_model(
         OSError: the repository cannot be written; earlier versions stay intact.
     """
     on_step(f"Loading {spec.name} ({spec.weights_source})")
-    module = onnx_export.build_probability_module(spec)
+    module = onnx_export.build_module(spec)
     labels = spec.load_labels()
     with tempfile.TemporaryDirectory(prefix="tvision-export-") as work_dir:
-        onnx_path = Path(work_dir) / "model.onnx"
-        on_step(f"Exporting to ONNX (opset {spec.opset}, dynamic batch)")
+        onnx_path = Path(work_dir) / contract.MODEL_ONNX_FILE
+        on_step(f"Exporting to ONNX (opset {spec.opset}, dynamic batch, {spec.preprocess.layout})")
         onnx_export.export_onnx(spec, module, onnx_path)
         on_step(f"Validating ONNX Runtime against PyTorch (atol {spec.validation.atol:g})")
-        report = onnx_export.validate_onnx(spec, module, onnx_path, validation_inputs(spec))
+        report = onnx_export.validate_onnx(
+            onnx_path,
+            contract.ONNX_INPUT,
+            onnx_export.torch_reference(module, spec.outputs),
+            onnx_export.validation_inputs(spec.preprocess, validation_photo()),
+            spec.validation.atol,
+        )
         num_outputs = report.checks[0].shape[1]
         if num_outputs != len(labels):
             raise ValueError(f"the model has {num_outputs} outputs but {len(labels)} labels")
         on_step(f"Writing the {options.target} model repository")
-        source = ClassifierSource(
-            onnx_path=onnx_path,
-            onnx_input=onnx_export.ONNX_INPUT_NAME,
-            onnx_output=onnx_export.ONNX_OUTPUT_NAME,
-            input_dims=[3, spec.input_size_px, spec.input_size_px],
-            labels=labels,
-            preprocess_spec_json=spec.preprocess.to_json(),
-        )
+        source = classifier_source(spec, onnx_path, labels)
         written = write_version(repository, spec.name, source, options)
-        if naive_baseline:
-            write_version(repository, f"{spec.name}_naive", source, configs.naive_baseline(options))
     return ExportResult(written=written, validation=report, labels_count=len(labels))

@@ -16,11 +16,19 @@ from typing import Literal
 import numpy as np
 
 from tvision_export.configs import ServingOptions
+from tvision_export.contract import MODEL_ONNX_FILE, OutputKind
+from tvision_export.exporter import validation_photo, warmup_image
+from tvision_export.onnx_export import (
+    ExportValidationError,
+    Reference,
+    ValidationReport,
+    append_softmax,
+    to_probabilities,
+    validate_onnx,
+    validation_inputs,
+)
 from tvision_export.repository import ClassifierSource, WrittenVersion, write_version
-from tvision_export.spec import PreprocessSpec
-
-OutputKind = Literal["logits", "probabilities"]
-SERVED_OUTPUT = "probabilities"
+from tvision_export.spec import PreprocessSpec, ValidationSpec
 
 
 class OnnxImportError(ValueError):
@@ -104,53 +112,41 @@ def inspect_onnx(path: Path) -> OnnxClassifierInfo:
 
 
 def prepare_for_serving(source: Path, destination: Path, outputs: OutputKind) -> str:
-    """Write the repository's copy; append a Softmax for logits. Returns the output name."""
+    """Write the repository's copy; append a Softmax for logits. Returns the output name.
+
+    Raises:
+        OnnxImportError: a Softmax cannot be appended to this graph.
+    """
     import onnx
 
     model = onnx.load(str(source))
-    if outputs == "probabilities":
-        onnx.save(model, str(destination))
-        return str(model.graph.output[0].name)
-    logits = model.graph.output[0]
-    softmax = onnx.helper.make_node(
-        "Softmax", [logits.name], [SERVED_OUTPUT], axis=-1, name="tvision_softmax"
-    )
-    model.graph.node.append(softmax)
-    served = onnx.helper.make_tensor_value_info(SERVED_OUTPUT, onnx.TensorProto.FLOAT, None)
-    served.type.tensor_type.shape.CopyFrom(logits.type.tensor_type.shape)
-    del model.graph.output[:]
-    model.graph.output.append(served)
-    if not any(
-        opset.domain in ("", "ai.onnx") and opset.version >= 13 for opset in model.opset_import
-    ):
-        raise OnnxImportError("appending a Softmax over the last axis needs ONNX opset 13 or newer")
-    onnx.checker.check_model(model)
+    if outputs == "logits":
+        try:
+            model = append_softmax(model)
+        except ValueError as exc:
+            raise OnnxImportError(str(exc)) from exc
     onnx.save(model, str(destination))
-    return SERVED_OUTPUT
+    return str(model.graph.output[0].name)
 
 
-def _check_prepared(
-    original: Path, prepared: Path, info: OnnxClassifierInfo, outputs: OutputKind, size: int
-) -> None:
-    """The served copy must compute the original's scores (softmax-ed for logits)."""
+def original_reference(original: Path, input_name: str, outputs: OutputKind) -> Reference:
+    """The user's own file through ONNX Runtime, as probabilities: what the copy must give."""
     import onnxruntime as ort
 
-    shape = (1, 3, size, size) if info.layout == "NCHW" else (1, size, size, 3)
-    sample = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    before = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
-    after = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"])
-    (raw,) = before.run(None, {info.input_name: sample})
-    (served,) = after.run(None, {info.input_name: sample})
-    expected = raw
-    if outputs == "logits":
-        shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
-        expected = shifted / shifted.sum(axis=-1, keepdims=True)
-    if not np.allclose(served, expected, atol=1e-5):
-        raise OnnxImportError("the repository's copy does not reproduce the original's scores")
-    if outputs == "probabilities" and not np.allclose(served.sum(axis=-1), 1.0, atol=1e-3):
-        raise OnnxImportError(
-            "outputs were declared probabilities but do not sum to 1; use --outputs logits"
-        )
+    session = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] > 1 and _batch_fixed_at_one(session):
+            raw = np.concatenate([session.run(None, {input_name: one[None]})[0] for one in batch])
+        else:
+            (raw,) = session.run(None, {input_name: batch})
+        return to_probabilities(raw, outputs)
+
+    return run
+
+
+def _batch_fixed_at_one(session: object) -> bool:
+    return session.get_inputs()[0].shape[0] == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def import_onnx(
@@ -161,11 +157,16 @@ def import_onnx(
     outputs: OutputKind,
     repository: Path,
     options: ServingOptions,
-) -> WrittenVersion:
+    atol: float = ValidationSpec().atol,
+) -> tuple[WrittenVersion, ValidationReport]:
     """Write an existing ONNX classifier into the repository, beside any other models.
 
+    The repository's copy is validated against the original file exactly as an export is
+    validated against PyTorch: random inputs and a real photo, within ``atol``.
+
     Raises:
-        OnnxImportError: the file, the labels or the flags do not fit together.
+        OnnxImportError: the file, the labels or the flags do not fit together, or the
+            repository's copy does not reproduce the original.
         OSError: the repository cannot be written; earlier versions stay intact.
     """
     from dataclasses import replace
@@ -188,18 +189,26 @@ def import_onnx(
     if info.batch_fixed_at_one:
         # One image per execution: Triton still queues requests, it cannot batch them.
         options = replace(options, max_batch_size=1, preferred_batch_sizes=(1,))
-    crop = preprocess.crop_px
-    input_dims = [3, crop, crop] if info.layout == "NCHW" else [crop, crop, 3]
     with tempfile.TemporaryDirectory(prefix="tvision-import-") as work_dir:
-        prepared = Path(work_dir) / "model.onnx"
+        prepared = Path(work_dir) / MODEL_ONNX_FILE
         served_output = prepare_for_serving(onnx_path, prepared, outputs)
-        _check_prepared(onnx_path, prepared, info, outputs, crop)
+        try:
+            report = validate_onnx(
+                prepared,
+                info.input_name,
+                original_reference(onnx_path, info.input_name, outputs),
+                validation_inputs(preprocess, validation_photo(), info.batch_fixed_at_one),
+                atol,
+            )
+        except ExportValidationError as exc:
+            raise OnnxImportError(str(exc)) from exc
         source = ClassifierSource(
             onnx_path=prepared,
             onnx_input=info.input_name,
             onnx_output=served_output,
-            input_dims=input_dims,
+            input_dims=preprocess.input_dims,
             labels=labels,
             preprocess_spec_json=preprocess.to_json(),
+            warmup_image=warmup_image(),
         )
-        return write_version(repository, name, source, options)
+        return write_version(repository, name, source, options), report

@@ -6,9 +6,12 @@ Layout for a spec named ``NAME`` (version ``V``)::
       NAME/                     ensemble: image bytes in, probabilities out
         config.pbtxt  labels.txt  V/manifest.json
       NAME_preprocess/          python backend: decode, resize, crop, normalise
-        config.pbtxt  V/model.py
+        config.pbtxt  warmup/sample_image  V/model.py  V/contract.py
       NAME_classifier/          cpu: python backend + ONNX Runtime; gpu: onnxruntime_onnx
-        config.pbtxt  labels.txt  V/model.onnx  [V/model.py]
+        config.pbtxt  labels.txt  V/model.onnx  [V/model.py  V/contract.py]
+
+Every file name here is defined once, in ``contract``; ``ModelNames`` and
+``WrittenVersion`` answer "where is X" for the benchmark, ``verify`` and the tests.
 
 Everything is written into a staging directory beside the repository first, then renamed
 into place, so a failure midway leaves the versions already there untouched.
@@ -27,10 +30,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from tvision_export import configs
+from tvision_export import configs, contract
 from tvision_export.configs import ServingOptions
-
-MANIFEST_FILE = "manifest.json"
+from tvision_export.spec import write_labels
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,11 @@ class ModelNames:
 
     @classmethod
     def for_model(cls, name: str) -> ModelNames:
-        return cls(ensemble=name, preprocess=f"{name}_preprocess", classifier=f"{name}_classifier")
+        return cls(
+            ensemble=name,
+            preprocess=name + contract.PREPROCESS_SUFFIX,
+            classifier=name + contract.CLASSIFIER_SUFFIX,
+        )
 
     def all(self) -> tuple[str, str, str]:
         return (self.ensemble, self.preprocess, self.classifier)
@@ -58,6 +64,8 @@ class ClassifierSource:
     input_dims: list[int]
     labels: list[str]
     preprocess_spec_json: str
+    # One encoded photo the preprocessing model decodes at load, so the first request is warm.
+    warmup_image: bytes
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,13 @@ class WrittenVersion:
     version: int
     repository: Path
     files: dict[str, str]  # path relative to the repository -> sha256
+
+    def version_dir(self, model: str) -> Path:
+        return self.repository / model / str(self.version)
+
+    @property
+    def classifier_onnx(self) -> Path:
+        return self.version_dir(self.names.classifier) / contract.MODEL_ONNX_FILE
 
 
 def next_version(repository: Path, names: ModelNames) -> int:
@@ -88,24 +103,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _warmup_image() -> bytes:
-    """A real photo as one serialized BYTES element: 4-byte little-endian length, then JPEG."""
-    import io
+def _serialized_bytes_element(data: bytes) -> bytes:
+    """One BYTES tensor element as Triton reads ``input_data_file``: length, then bytes."""
     import struct
 
-    from PIL import Image
-
-    from tvision_export.samples import sample_photo
-
-    buffer = io.BytesIO()
-    Image.open(sample_photo("coffee").path).convert("RGB").resize((320, 240)).save(
-        buffer, "JPEG", quality=85
-    )
-    return struct.pack("<I", buffer.tell()) + buffer.getvalue()
+    return struct.pack("<I", len(data)) + data
 
 
 def _triton_model_source(file_name: str) -> str:
     return (resources.files("tvision_export") / "triton_models" / file_name).read_text("utf-8")
+
+
+def _contract_source() -> Path:
+    return Path(contract.__file__)
 
 
 @contextmanager
@@ -163,27 +173,31 @@ def write_version(
             )
         ),
     }
-    labels_text = "\n".join(source.labels) + "\n"
+    if not source.warmup_image:
+        raise ValueError("the model source needs a warmup image (an encoded photo)")
 
     with _staging_dir(repository) as staging:
         for model_name, config_text in rendered.items():
             (staging / model_name / str(version)).mkdir(parents=True)
-            (staging / model_name / "config.pbtxt").write_text(config_text, encoding="utf-8")
+            (staging / model_name / contract.CONFIG_FILE).write_text(config_text, encoding="utf-8")
         for model_name in (names.ensemble, names.classifier):
-            (staging / model_name / configs.LABELS_FILE).write_text(labels_text, encoding="utf-8")
-        warmup_dir = staging / names.preprocess / "warmup"
+            write_labels(source.labels, staging / model_name / contract.LABELS_FILE)
+        warmup_dir = staging / names.preprocess / contract.WARMUP_DIR
         warmup_dir.mkdir()
-        (warmup_dir / configs.WARMUP_IMAGE_FILE).write_bytes(_warmup_image())
-        preprocess_version = staging / names.preprocess / str(version)
-        (preprocess_version / "model.py").write_text(
-            _triton_model_source("preprocess.py"), encoding="utf-8"
+        (warmup_dir / contract.WARMUP_IMAGE_FILE).write_bytes(
+            _serialized_bytes_element(source.warmup_image)
         )
-        classifier_version = staging / names.classifier / str(version)
-        shutil.copyfile(source.onnx_path, classifier_version / "model.onnx")
+        python_models = {names.preprocess: "preprocess.py"}
         if options.target == "cpu":
-            (classifier_version / "model.py").write_text(
-                _triton_model_source("classifier_onnxruntime.py"), encoding="utf-8"
+            python_models[names.classifier] = "classifier_onnxruntime.py"
+        for model_name, source_file in python_models.items():
+            version_dir = staging / model_name / str(version)
+            (version_dir / contract.MODEL_PY_FILE).write_text(
+                _triton_model_source(source_file), encoding="utf-8"
             )
+            shutil.copyfile(_contract_source(), version_dir / contract.CONTRACT_FILE)
+        classifier_version = staging / names.classifier / str(version)
+        shutil.copyfile(source.onnx_path, classifier_version / contract.MODEL_ONNX_FILE)
 
         files = {
             path.relative_to(staging).as_posix(): sha256_of(path)
@@ -196,7 +210,7 @@ def write_version(
             "target": options.target,
             "files": files,
         }
-        manifest_path = staging / names.ensemble / str(version) / MANIFEST_FILE
+        manifest_path = staging / names.ensemble / str(version) / contract.MANIFEST_FILE
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _move_into_place(staging, repository, names, version)
     return WrittenVersion(names=names, version=version, repository=repository, files=files)
@@ -245,4 +259,8 @@ def _move_into_place(staging: Path, repository: Path, names: ModelNames, version
         raise
 
 
-_MODEL_LEVEL_FILES = ("config.pbtxt", configs.LABELS_FILE, f"warmup/{configs.WARMUP_IMAGE_FILE}")
+_MODEL_LEVEL_FILES = (
+    contract.CONFIG_FILE,
+    contract.LABELS_FILE,
+    f"{contract.WARMUP_DIR}/{contract.WARMUP_IMAGE_FILE}",
+)

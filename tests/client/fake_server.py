@@ -18,6 +18,7 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tvision_client._core import serialize_bytes_tensor
+from tvision_export import contract
 
 
 @dataclass
@@ -39,8 +40,8 @@ class FakeInferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # ty
 
     def ModelMetadata(self, request, context):
         response = service_pb2.ModelMetadataResponse(name=request.name, versions=["1"])
-        response.inputs.add(name="IMAGE", datatype="BYTES", shape=[-1, 1])
-        response.outputs.add(name="PROBABILITIES", datatype="FP32", shape=[-1, 3])
+        response.inputs.add(name=contract.ENSEMBLE_INPUT, datatype="BYTES", shape=[-1, 1])
+        response.outputs.add(name=contract.ENSEMBLE_OUTPUT, datatype="FP32", shape=[-1, 3])
         return response
 
     def ModelConfig(self, request, context):

@@ -12,6 +12,7 @@ from tritonclient.grpc import service_pb2
 from tvision_client import RetryPolicy
 from tvision_client._core import (
     Deadline,
+    RetryingCall,
     TensorNames,
     backoff_s,
     build_infer_request,
@@ -96,4 +97,44 @@ def test_round_robin_rotates_and_a_retry_avoids_failed_endpoints() -> None:
     assert [picker.pick() for _ in range(4)] == [0, 1, 2, 0]
     assert picker.pick(avoid={1}) == 2
     assert picker.pick(avoid={0, 2}) == 1
-    assert picker.pick(avoid={0, 1, 2}) in {0, 1, 2}
+    # Every endpoint failed this call: keep rotating rather than hammer one of them.
+    picker = RoundRobin(3)
+    picker.pick()
+    assert [picker.pick(avoid={0, 1, 2}) for _ in range(3)] == [1, 2, 0]
+
+
+class _Unavailable(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return "server is stopping"
+
+
+def test_retrying_call_counts_attempts_avoids_failed_endpoints_and_gives_up() -> None:
+    from tvision_client import UnavailableError
+
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.01)
+    call = RetryingCall(policy, Deadline(10.0), "classify", rng=random.Random(0))
+    call.remaining_s()
+    assert 0 <= call.after_failure(0, _Unavailable()) <= 0.01
+    call.remaining_s()
+    call.after_failure(1, _Unavailable())
+    assert call.failed_endpoints == {0, 1} and call.attempts == 2
+    call.remaining_s()
+    with pytest.raises(UnavailableError, match="classify: server is stopping") as raised:
+        call.after_failure(0, _Unavailable())
+    assert isinstance(raised.value.__cause__, _Unavailable)
+
+
+def test_retrying_call_raises_at_once_on_a_non_retryable_code() -> None:
+    from tvision_client import InvalidInputError
+
+    call = RetryingCall(RetryPolicy(), Deadline(10.0), "classify")
+    call.remaining_s()
+    with pytest.raises(InvalidInputError):
+        call.after_failure(0, _Unavailable(grpc.StatusCode.INVALID_ARGUMENT))
+    assert call.attempts == 1

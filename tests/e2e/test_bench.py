@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.helpers import run_tvision
-from tvision.bench import PATHS
+from tvision.bench.report import PATHS
 
 pytestmark = pytest.mark.e2e
 
@@ -50,18 +50,3 @@ def test_quick_bench_reports_every_path_ratio_and_plot(tmp_path) -> None:
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for label in ("served (best) / in-process limit", "limit", "naive", "client-side"):
         assert label in completed.stdout
-
-
-def test_serving_overrides_are_typed_like_the_defaults() -> None:
-    from tvision.bench import serving_overrides
-
-    parsed = serving_overrides(
-        ["classifier_instances=1", "allow_spinning=true", "preferred_batch_sizes=8,16"]
-    )
-    assert parsed == {
-        "classifier_instances": 1,
-        "allow_spinning": True,
-        "preferred_batch_sizes": (8, 16),
-    }
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        serving_overrides(["no_such_option=1"])

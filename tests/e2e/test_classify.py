@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import urllib.request
@@ -189,3 +190,29 @@ def test_cli_classify_json_on_unseen_photos(triton_server: TritonServer, tmp_pat
     assert cat_labels & {"tabby cat", "tiger cat", "Egyptian Mau", "a cat having a striped coat"}
     assert records[1]["predictions"][0]["label"] in {"espresso", "tea cup", "coffee mug"}
     assert set(records[0]["predictions"][0]) == {"label", "index", "score"}
+
+
+def test_bmp_through_the_server(client: Client) -> None:
+    buffer = io.BytesIO()
+    Image.open(sample_photo("coffee").path).convert("RGB").save(buffer, format="BMP")
+    assert buffer.getvalue()[:2] == b"BM"
+    assert client.classify(buffer.getvalue()).top.label == "espresso"
+
+
+def test_dynamic_batcher_executes_batches_larger_than_one(client, triton_server) -> None:
+    from tvision.bench.server_side import difference, executed_batch_sizes
+    from tvision_export.repository import ModelNames
+    from tvision_export.spec import DEFAULT_SPEC
+
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    before = {
+        model: executed_batch_sizes(triton_server.grpc_url, model)
+        for model in (names.preprocess, names.classifier)
+    }
+    photo = sample_photo("coffee").path.read_bytes()
+    results = client.classify_batch([photo] * 48)  # 16 requests in flight at a time
+    assert {result.top.label for result in results} == {"espresso"}
+    for model, counts in before.items():
+        executed = difference(executed_batch_sizes(triton_server.grpc_url, model), counts)
+        assert sum(size * count for size, count in executed.items()) == 48, (model, executed)
+        assert max(executed) > 1, f"{model} ran only single requests: {executed}"

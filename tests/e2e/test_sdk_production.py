@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +30,16 @@ COFFEE = sample_photo("coffee").path.read_bytes()
 
 
 def _inference_count(server: TritonServer) -> int:
-    import urllib.request
+    return int(_metric(server, "nv_inference_request_success", "efficientnet_lite0"))
 
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("nv_inference_request_success{") and 'model="efficientnet_lite0"' in line
-    )
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition``; fail the test (instead of hanging) when it stays false."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def test_failover_and_restart_under_load_cost_no_failed_calls(
@@ -70,14 +73,16 @@ def test_failover_and_restart_under_load_cost_no_failed_calls(
             threads = [threading.Thread(target=worker) for _ in range(4)]
             for thread in threads:
                 thread.start()
-            while successes < 20:
-                threading.Event().wait(0.05)
+            _wait_for(lambda: successes >= 20 or bool(failures), 60, "20 calls before the kill")
             # Kill the second server hard, mid-run: no graceful drain.
             assert second.process is not None
             os.killpg(second.process.pid, signal.SIGKILL)
             after_kill = successes
-            while successes < after_kill + 30 and not failures:
-                threading.Event().wait(0.05)
+            _wait_for(
+                lambda: successes >= after_kill + 30 or bool(failures),
+                60,
+                "30 calls after the kill",
+            )
             # Bring it back on the same ports, still under load: traffic returns to it.
             second.stop()
             second.start()
@@ -216,12 +221,58 @@ def test_bearer_token_metadata_reaches_a_server_that_requires_it(cpu_repository)
         assert raised.value.code is not None
 
 
-def test_dns_target_resolves_and_balances(triton_server: TritonServer) -> None:
+def test_dns_target_resolves(triton_server: TritonServer) -> None:
     # localhost may resolve to ::1 as well, where nothing listens: round_robin skips it.
     target = f"dns:///localhost:{triton_server.ports.grpc}"
     with Client(target, timeout_s=30) as client:
         for _ in range(3):
             assert client.classify(COFFEE).top.label == "espresso"
+
+
+def _metric(server: TritonServer, name: str, model: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'model="{model}"' in line
+    )
+
+
+def test_one_target_with_two_addresses_balances_per_call(cpu_repository, triton_server) -> None:
+    """A resolver target with two addresses, as a headless Service's DNS name gives: gRPC's
+    round_robin in the SDK spreads calls over both servers on one channel.
+
+    The second server listens on 127.0.0.2 with the first one's gRPC port, like two pods.
+    Fresh, it also shows that warmup ran before the server reported ready.
+    """
+    from tvision_export.repository import ModelNames
+    from tvision_export.spec import DEFAULT_SPEC
+
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    free = ServerPorts.free()
+    ports = ServerPorts(grpc=triton_server.ports.grpc, http=free.http, metrics=free.metrics)
+    with TritonServer(cpu_repository, ports, address="127.0.0.2") as second:
+        # Ready, and not a request sent yet: the executions counted are the warmup's.
+        for model in (names.preprocess, names.classifier):
+            assert _metric(second, "nv_inference_exec_count", model) >= 1, model
+        assert _metric(second, "nv_inference_request_success", names.ensemble) == 0
+        before = [
+            _metric(server, "nv_inference_request_success", names.ensemble)
+            for server in (triton_server, second)
+        ]
+        port = triton_server.ports.grpc
+        with Client(f"ipv4:127.0.0.1:{port},127.0.0.2:{port}", timeout_s=30) as client:
+            for _ in range(20):
+                assert client.classify(COFFEE).top.label == "espresso"
+        served = [
+            _metric(server, "nv_inference_request_success", names.ensemble) - start
+            for server, start in zip((triton_server, second), before, strict=True)
+        ]
+    assert sum(served) == 20
+    assert min(served) >= 7, f"calls were not balanced across the two servers: {served}"
 
 
 def test_file_objects_are_accepted(triton_server: TritonServer) -> None:

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import run_tvision
 from tvision.server import ServerPorts, TritonServer
 from tvision_client import Client
-from tvision_export import configs, repository
+from tvision_export import configs, contract, repository
 from tvision_export.configs import ServingOptions
 from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
 from tvision_export.reference import reference_preprocess
@@ -56,9 +56,14 @@ def _snapshot(root: Path) -> dict[str, str]:
 # -- versions ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fail_at", ["staging", "moving"])
+# Renames 1-3 move the three version directories; 4 onwards replace model-level files
+# (config, labels, warmup image), whose earlier copies must then be restored.
+@pytest.mark.parametrize(
+    ("fail_at", "failing_rename"),
+    [("staging", None), ("moving versions", 3), ("moving model files", 5)],
+)
 def test_failed_export_leaves_the_previous_version_intact_and_serving(
-    cpu_repository, default_source, tmp_path, monkeypatch, fail_at
+    cpu_repository, default_source, tmp_path, monkeypatch, fail_at, failing_rename
 ) -> None:
     live = tmp_path / "model_repository"
     shutil.copytree(cpu_repository, live)
@@ -70,20 +75,24 @@ def test_failed_export_leaves_the_previous_version_intact_and_serving(
 
         monkeypatch.setattr(repository, "sha256_of", broken_checksum)
     else:
-        # Injected failure after two of the three version directories were renamed in.
         real_replace = os.replace
-        calls = {"count": 0}
+        calls: list[Path] = []
 
         def flaky_replace(source, destination):
-            calls["count"] += 1
-            if calls["count"] == 3:
+            calls.append(Path(destination))
+            if len(calls) == failing_rename:
                 raise OSError("injected failure during rename")
             return real_replace(source, destination)
 
         monkeypatch.setattr(repository.os, "replace", flaky_replace)
+    # Model-level files differ from the live ones, so a missed restore shows in the snapshot.
+    options = ServingOptions(max_queue_size=17)
     with pytest.raises(OSError, match="injected failure"):
-        write_version(live, DEFAULT_SPEC.name, default_source, ServingOptions())
+        write_version(live, DEFAULT_SPEC.name, default_source, options)
     monkeypatch.undo()
+    if fail_at == "moving model files":
+        # The failure hit after a live config was replaced: the restore path really ran.
+        assert calls[3].name == contract.CONFIG_FILE and len(calls) > failing_rename
     assert _snapshot(live) == before
     assert not list(tmp_path.glob(".model_repository.staging-*"))
     assert verify_repository(live) == []
@@ -234,7 +243,8 @@ def test_import_rejects_labels_and_sizes_that_do_not_fit(foreign_models, tmp_pat
 def multi_model_server(cpu_repository, foreign_models, tmp_path_factory):
     live = tmp_path_factory.mktemp("multi") / "model_repository"
     shutil.copytree(cpu_repository, live)
-    before = foreign_models["probs"].read_bytes()
+    # The logits file is the one whose repository copy gets a Softmax appended.
+    before = {key: foreign_models[key].read_bytes() for key in ("probs", "logits")}
     import_onnx(
         foreign_models["probs"],
         foreign_models["labels"],
@@ -270,7 +280,12 @@ def multi_model_server(cpu_repository, foreign_models, tmp_path_factory):
         timeout_s=300,
     )
     assert completed.returncode == 0, completed.stderr
-    assert foreign_models["probs"].read_bytes() == before  # the user's file is untouched
+    # The users' files are untouched; the repository's copy of the logits file is not.
+    assert {key: foreign_models[key].read_bytes() for key in before} == before
+    served_copy = (
+        live / ModelNames.for_model("nhwc_bgr").classifier / "1" / contract.MODEL_ONNX_FILE
+    )
+    assert served_copy.read_bytes() != before["logits"]
     with TritonServer(live, ServerPorts.free()) as server:
         yield live, server
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from tvision_export import configs
+from tvision_export import configs, contract
 from tvision_export.configs import ServingOptions
-from tvision_export.exporter import ExportResult, validation_inputs
+from tvision_export.exporter import ExportResult, validation_photo
 from tvision_export.onnx_export import (
-    ONNX_INPUT_NAME,
     ExportValidationError,
-    build_probability_module,
+    build_module,
+    torch_reference,
     validate_onnx,
+    validation_inputs,
 )
 from tvision_export.repository import ClassifierSource, ModelNames, write_version
 from tvision_export.spec import DEFAULT_SPEC, PreprocessSpec
@@ -41,19 +42,23 @@ def test_onnx_matches_torch_on_random_input_and_a_real_photo(cpu_export: ExportR
     assert {check.input_name for check in report.checks} >= {"photo coffee", "random batch of 3"}
     assert report.max_abs_diff <= report.atol
     photo_check = next(check for check in report.checks if check.input_name == "photo coffee")
-    assert photo_check.onnx_top1 == photo_check.torch_top1 == [967]  # ImageNet "espresso"
+    assert photo_check.onnx_top1 == photo_check.reference_top1 == [967]  # ImageNet "espresso"
 
 
-def test_validation_fails_loudly_when_onnx_and_torch_disagree(cpu_repository: Path) -> None:
+def test_validation_fails_loudly_when_onnx_and_torch_disagree(cpu_export: ExportResult) -> None:
     import torch
 
-    names = ModelNames.for_model(DEFAULT_SPEC.name)
-    onnx_path = cpu_repository / names.classifier / "1" / "model.onnx"
-    module = build_probability_module(DEFAULT_SPEC)
-    # A torch module that really differs from the exported graph: squared probabilities.
+    module = build_module(DEFAULT_SPEC)
+    # A torch module that really differs from the exported graph: softmax applied twice.
     skewed = torch.nn.Sequential(module, torch.nn.Softmax(dim=-1)).eval()
     with pytest.raises(ExportValidationError) as raised:
-        validate_onnx(DEFAULT_SPEC, skewed, onnx_path, validation_inputs(DEFAULT_SPEC))
+        validate_onnx(
+            cpu_export.written.classifier_onnx,
+            contract.ONNX_INPUT,
+            torch_reference(skewed, "logits"),
+            validation_inputs(DEFAULT_SPEC.preprocess, validation_photo()),
+            DEFAULT_SPEC.validation.atol,
+        )
     assert len(raised.value.failures) >= 3  # every input is reported, not only the first
     assert "exceeds atol" in str(raised.value)
 
@@ -65,7 +70,8 @@ def test_every_cpu_config_parses_as_triton_model_config(cpu_repository: Path) ->
     assert parsed[names.ensemble].platform == "ensemble"
     assert parsed[names.preprocess].backend == "python"
     assert parsed[names.classifier].backend == "python"
-    assert (cpu_repository / names.classifier / "1" / "model.onnx").stat().st_size > 1_000_000
+    onnx_file = cpu_repository / names.classifier / "1" / contract.MODEL_ONNX_FILE
+    assert onnx_file.stat().st_size > 1_000_000
 
 
 def test_both_composing_models_batch_dynamically_and_the_ensemble_fits(cpu_repository) -> None:
@@ -85,9 +91,11 @@ def test_ensemble_wires_preprocess_into_classifier(cpu_repository: Path) -> None
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     steps = parsed[names.ensemble].ensemble_scheduling.step
     assert [step.model_name for step in steps] == [names.preprocess, names.classifier]
-    assert steps[0].output_map[configs.PREPROCESS_OUTPUT] == steps[1].input_map[ONNX_INPUT_NAME]
+    assert (
+        steps[0].output_map[contract.PREPROCESS_OUTPUT] == steps[1].input_map[contract.ONNX_INPUT]
+    )
     classifier_output = parsed[names.classifier].output[0]
-    assert classifier_output.label_filename == configs.LABELS_FILE
+    assert classifier_output.label_filename == contract.LABELS_FILE
     assert list(classifier_output.dims) == [1000]
 
 
@@ -105,7 +113,7 @@ def test_preprocessing_spec_travels_in_the_config(cpu_repository: Path) -> None:
 def test_labels_file_has_one_line_per_class(cpu_repository: Path) -> None:
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     for model in (names.ensemble, names.classifier):
-        lines = (cpu_repository / model / configs.LABELS_FILE).read_text().splitlines()
+        lines = (cpu_repository / model / contract.LABELS_FILE).read_text().splitlines()
         assert len(lines) == 1000
         assert lines[967] == "espresso"
 
@@ -170,3 +178,33 @@ def test_reference_preprocessing_matches_the_spec_formula() -> None:
     assert pixels.shape == (3, 224, 224)
     expected = [(255 - 127) / 128, 0.0, (0 - 127) / 128]
     assert np.allclose(pixels[:, 100, 100], expected, atol=1e-6)
+
+
+def test_serving_option_assignments_are_typed_like_the_defaults() -> None:
+    parsed = ServingOptions.parse_assignments(
+        ["classifier_instances=1", "allow_spinning=true", "preferred_batch_sizes=8,16"]
+    )
+    assert parsed == {
+        "classifier_instances": 1,
+        "allow_spinning": True,
+        "preferred_batch_sizes": (8, 16),
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        ServingOptions.parse_assignments(["no_such_option=1"])
+    with pytest.raises(ValueError, match="true or false"):
+        ServingOptions.parse_assignments(["allow_spinning=maybe"])
+
+
+def test_every_serving_option_is_a_cli_flag_with_help() -> None:
+    import argparse
+    from dataclasses import fields
+
+    parser = argparse.ArgumentParser()
+    ServingOptions.add_arguments(parser)
+    flags = {action.dest: action for action in parser._actions if action.dest != "help"}
+    assert set(flags) == {option.name for option in fields(ServingOptions)}
+    assert all(action.help and "default:" in action.help for action in flags.values())
+    parsed = parser.parse_args(["--target", "gpu", "--fp16", "--preferred-batch-sizes", "8,16"])
+    options = ServingOptions.from_arguments(parsed)
+    assert (options.target, options.fp16, options.preferred_batch_sizes) == ("gpu", True, (8, 16))
+    assert options.max_batch_size == ServingOptions().max_batch_size  # unset flags keep defaults

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tvision.loadtest_run import locust_command
+from tests.helpers import ROOT
+from tvision.loadtest_run import LOCUSTFILE, locust_command
 from tvision.server import TritonServer
 
-pytestmark = pytest.mark.e2e
 
-
-def _locust(server: TritonServer, tmp_path: Path, *extra: str) -> tuple[int, dict[str, str], str]:
+def _locust(
+    server: TritonServer, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
     prefix = tmp_path / "run"
     completed = subprocess.run(
         locust_command(server.grpc_url, 4, 4, "8s", "--csv", str(prefix), *extra),
@@ -23,13 +26,14 @@ def _locust(server: TritonServer, tmp_path: Path, *extra: str) -> tuple[int, dic
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     with open(f"{prefix}_stats.csv", newline="") as handle:
         total = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
     return completed.returncode, total, completed.stdout + completed.stderr
 
 
+@pytest.mark.e2e
 def test_headless_run_makes_requests_without_failures(triton_server, tmp_path) -> None:
     code, total, output = _locust(triton_server, tmp_path, "--slo-max-failure-ratio", "0")
     assert code == 0, output
@@ -38,9 +42,92 @@ def test_headless_run_makes_requests_without_failures(triton_server, tmp_path) -
     assert "SLO gate passed" in output
 
 
-def test_slo_gate_fails_the_run_when_latency_is_out_of_reach(triton_server, tmp_path) -> None:
-    # 0.001 ms p99 is impossible, so the gate must fail the process.
-    code, total, output = _locust(triton_server, tmp_path, "--slo-p99-ms", "0.001")
+@pytest.mark.e2e
+def test_p99_slo_from_the_environment_fails_the_run(triton_server, tmp_path) -> None:
+    # 0.001 ms p99 is impossible, so the gate must fail the process, and say it was p99.
+    code, total, output = _locust(triton_server, tmp_path, env={"TVISION_SLO_P99_MS": "0.001"})
     assert int(total["Request Count"]) > 0
+    assert int(total["Failure Count"]) == 0  # it failed on latency, not on errors
     assert code == 1, output
-    assert "SLO gate FAILED" in output
+    assert "SLO gate FAILED: p99" in output and "> 0.001 ms" in output
+
+
+@pytest.mark.e2e
+def test_images_option_sends_the_given_files(triton_server, tmp_path) -> None:
+    from tvision_export.samples import sample_photo
+
+    images = tmp_path / "mine"
+    images.mkdir()
+    (images / "flower.jpg").write_bytes(sample_photo("flower").path.read_bytes())
+    code, total, output = _locust(triton_server, tmp_path, "--images", str(images / "*.jpg"))
+    assert code == 0, output
+    # The bundled photos are about 40-65 kB; sklearn's flower.jpg is about 140 kB.
+    assert float(total["Average Content Size"]) == (images / "flower.jpg").stat().st_size
+
+
+def test_locustfile_needs_only_the_sdk_and_locust(tmp_path) -> None:
+    """Run in a fresh interpreter with the exporter, torch and Pillow made unimportable
+    (importing the locustfile also monkey-patches the process for gevent)."""
+    tree = ast.parse(LOCUSTFILE.read_text())
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert imported <= {"__future__", "grpc", "glob", "time", "pathlib", "typing", "locust",
+                        "tvision_client"}  # fmt: skip
+    script = f"""
+import sys
+for name in ("tvision_export", "torch", "onnx", "PIL", "tvision"):
+    sys.modules[name] = None
+import runpy
+locustfile = runpy.run_path({str(LOCUSTFILE)!r})
+print("bundled", len(locustfile["load_images"](locustfile["BUNDLED_IMAGES"].as_posix())))
+try:
+    locustfile["load_images"]({str(tmp_path / "*.jpg")!r})
+except FileNotFoundError as exc:
+    print("missing:", exc)
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "bundled 4" in completed.stdout
+    assert "missing: no images (.jpg, .jpeg, .png, .webp, .bmp) found at" in completed.stdout
+
+
+def test_step_ramp_holds_each_level_then_stops(monkeypatch) -> None:
+    monkeypatch.setenv("TVISION_RAMP_STEP_USERS", "3")
+    monkeypatch.setenv("TVISION_RAMP_STEPS", "2")
+    monkeypatch.setenv("TVISION_RAMP_HOLD_S", "10")
+    sys.path.insert(0, str(LOCUSTFILE.parent))
+    try:
+        sys.modules.pop("shapes", None)
+        import shapes
+    finally:
+        sys.path.remove(str(LOCUSTFILE.parent))
+    ramp = shapes.StepRamp()
+    ticks = {}
+    for elapsed_s in (0.0, 9.9, 10.0, 19.9, 20.0):
+        monkeypatch.setattr(ramp, "get_run_time", lambda elapsed_s=elapsed_s: elapsed_s)
+        ticks[elapsed_s] = ramp.tick()
+    assert ticks == {0.0: (3, 3.0), 9.9: (3, 3.0), 10.0: (6, 3.0), 19.9: (6, 3.0), 20.0: None}
+
+
+@pytest.mark.e2e
+def test_make_loadtest_runs_the_tested_command(cpu_repository) -> None:
+    """``make loadtest`` calls ``tvision.loadtest_run``, which builds ``locust_command``."""
+    dry_run = subprocess.run(
+        ["make", "-n", "loadtest", "VENV=.venv"], cwd=ROOT, capture_output=True, text=True,
+        check=False, timeout=60,
+    )  # fmt: skip
+    assert "-m tvision.loadtest_run" in dry_run.stdout, dry_run.stdout + dry_run.stderr
+    completed = subprocess.run(
+        [sys.executable, "-m", "tvision.loadtest_run", "--repository", str(cpu_repository),
+         "--users", "2", "--spawn-rate", "2", "--run-time", "4s", "--slo-p99-ms", "5000"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert "SLO gate passed" in output

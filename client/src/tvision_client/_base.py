@@ -56,6 +56,9 @@ class ClientBase:
     def _deadline(self, timeout_s: float | None) -> _core.Deadline:
         return _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
 
+    def _retrying_call(self, timeout_s: float | None, what: str) -> _core.RetryingCall:
+        return _core.RetryingCall(self.retry, self._deadline(timeout_s), what)
+
     def _pick(self, failed: set[int]) -> tuple[int, Any]:
         with self._lock:
             index = self._round_robin.pick(avoid=failed)

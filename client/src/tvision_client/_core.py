@@ -145,6 +145,44 @@ def retry_delay_s(
     return delay
 
 
+class RetryingCall:
+    """One call's retry state: its deadline, attempts made, and the endpoints that failed it.
+
+    The clients loop: pick an endpoint avoiding ``failed_endpoints``, call with
+    ``remaining_s()``, and on an ``RpcError`` sleep (or await) ``after_failure(...)``,
+    which raises the mapped ``ClientError`` when the failure is final.
+    """
+
+    def __init__(
+        self, policy: RetryPolicy, deadline: Deadline, what: str, rng: random.Random | None = None
+    ) -> None:
+        self.policy = policy
+        self.deadline = deadline
+        self.what = what
+        self.attempts = 0
+        self.failed_endpoints: set[int] = set()
+        self._rng = rng
+
+    def remaining_s(self) -> float:
+        """Call this as each attempt starts: it counts the attempt."""
+        self.attempts += 1
+        return self.deadline.remaining_s()
+
+    def after_failure(self, endpoint: int, exc: grpc.RpcError) -> float:
+        """Seconds to wait before the next attempt.
+
+        Raises:
+            ClientError: the most specific subclass, chained to ``exc``, when the failure
+                is not retryable, the attempts are used up, or the deadline would pass.
+        """
+        self.failed_endpoints.add(endpoint)
+        code = exc.code() if hasattr(exc, "code") else None
+        delay = retry_delay_s(code, self.attempts, self.policy, self.deadline, self._rng)
+        if delay is None:
+            raise map_rpc_error(exc, self.what, self.deadline) from exc
+        return delay
+
+
 def map_rpc_error(exc: grpc.RpcError, what: str, deadline: Deadline | None = None) -> ClientError:
     """The most specific ``ClientError`` for a failed call; chain it with ``from exc``."""
     code = exc.code() if hasattr(exc, "code") else None

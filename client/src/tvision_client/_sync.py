@@ -60,22 +60,15 @@ class Client(ClientBase):
     # -- the one place that calls the server -------------------------------------------
 
     def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> Any:
-        deadline = self._deadline(timeout_s)
-        attempts = 0
-        failed: set[int] = set()
+        call = self._retrying_call(timeout_s, what)
         while True:
-            attempts += 1
-            index, stub = self._pick(failed)
+            index, stub = self._pick(call.failed_endpoints)
             try:
                 return getattr(stub, method)(
-                    request, timeout=deadline.remaining_s(), metadata=self._metadata
+                    request, timeout=call.remaining_s(), metadata=self._metadata
                 )
             except grpc.RpcError as exc:
-                failed.add(index)
-                delay_s = _core.retry_delay_s(exc.code(), attempts, self.retry, deadline)
-                if delay_s is None:
-                    raise _core.map_rpc_error(exc, what, deadline) from exc
-                time.sleep(delay_s)
+                time.sleep(call.after_failure(index, exc))
 
     # -- health and metadata -----------------------------------------------------------
 

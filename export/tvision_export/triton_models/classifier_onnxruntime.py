@@ -10,28 +10,33 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+# The exporter copies contract.py beside this file; Triton runs it from this directory.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import contract
+
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         model_config = json.loads(args["model_config"])
-        parameters = {
-            key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
-        }
+        parameters = contract.parameters_of(model_config)
         options = ort.SessionOptions()
         # Threads are set deliberately: the preprocessing instances share the same cores.
-        options.intra_op_num_threads = int(parameters.get("intra_op_num_threads", "0"))
+        options.intra_op_num_threads = int(parameters[contract.PARAM_INTRA_OP_THREADS])
         options.inter_op_num_threads = 1
         # Spinning threads burn the cores the preprocessing instances need between batches.
-        spinning = "1" if parameters.get("allow_spinning", "false") == "true" else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        spinning = contract.decode_bool(parameters[contract.PARAM_ALLOW_SPINNING])
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        model_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        model_path = os.path.join(
+            args["model_repository"], args["model_version"], contract.MODEL_ONNX_FILE
+        )
         self.session = ort.InferenceSession(
             model_path, sess_options=options, providers=["CPUExecutionProvider"]
         )

@@ -20,13 +20,32 @@ Why it is fast (see the README's Performance section for the measurements):
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import json
 import math
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+def _load_contract() -> ModuleType:
+    """The names shared with the exporter: the copy beside this file inside a model
+    repository, or the installed package's module outside Triton."""
+    beside = Path(__file__).with_name("contract.py")
+    if beside.is_file():
+        spec = importlib.util.spec_from_file_location("tvision_contract", beside)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module("tvision_export.contract")
+
+
+contract = _load_contract()
 
 # Pillow's own bomb check warns or raises at its own thresholds; ours is explicit below.
 Image.MAX_IMAGE_PIXELS = None
@@ -50,7 +69,6 @@ class ImagePreprocessor:
         max_image_pixels: int,
         max_image_bytes: int,
         jpeg_draft: bool = True,
-        crop_box_resize: bool = True,
     ) -> None:
         self.resize_short_px = int(spec["resize_short_px"])
         self.crop_px = int(spec["crop_px"])
@@ -64,7 +82,6 @@ class ImagePreprocessor:
         self.max_image_pixels = max_image_pixels
         self.max_image_bytes = max_image_bytes
         self.jpeg_draft = jpeg_draft
-        self.crop_box_resize = crop_box_resize
         self.channels_last = spec.get("layout", "NCHW") == "NHWC"
 
     def normalise(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -159,10 +176,6 @@ class ImagePreprocessor:
         resized_height = max(self.crop_px, round(height * ratio))
         left = (resized_width - self.crop_px) // 2
         top = (resized_height - self.crop_px) // 2
-        if not self.crop_box_resize:  # the plain way, kept for the benchmark's baseline
-            image = image.resize((resized_width, resized_height), Image.BILINEAR)
-            image = image.crop((left, top, left + self.crop_px, top + self.crop_px))
-            return np.asarray(image, dtype=np.uint8)
         scale_x = resized_width / width
         scale_y = resized_height / height
         box = (
@@ -190,15 +203,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def preprocessor_from_config(model_config: dict[str, Any]) -> ImagePreprocessor:
     """Build the preprocessor from a Triton model config (as the JSON Triton passes)."""
-    parameters = {
-        key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
-    }
+    parameters = contract.parameters_of(model_config)
     return ImagePreprocessor(
-        spec=json.loads(parameters["preprocess_spec"]),
-        max_image_pixels=int(parameters["max_image_pixels"]),
-        max_image_bytes=int(parameters["max_image_bytes"]),
-        jpeg_draft=parameters.get("jpeg_draft", "true") == "true",
-        crop_box_resize=parameters.get("crop_box_resize", "true") == "true",
+        spec=json.loads(parameters[contract.PARAM_PREPROCESS_SPEC]),
+        max_image_pixels=int(parameters[contract.PARAM_MAX_IMAGE_PIXELS]),
+        max_image_bytes=int(parameters[contract.PARAM_MAX_IMAGE_BYTES]),
+        jpeg_draft=contract.decode_bool(parameters[contract.PARAM_JPEG_DRAFT]),
     )
 
 
@@ -208,18 +218,11 @@ class TritonPythonModel:
         self.pb_utils = importlib.import_module("triton_python_backend_utils")
         model_config = json.loads(args["model_config"])
         self.preprocessor = preprocessor_from_config(model_config)
-        parameters = model_config.get("parameters", {})
-        # "false" only in the benchmark's naive baseline: one request at a time.
-        self.batched = parameters.get("batched_execute", {}).get("string_value", "true") == "true"
-        self.input_name = model_config["input"][0]["name"]
-        self.output_name = model_config["output"][0]["name"]
+        self.input_name = contract.ENSEMBLE_INPUT
+        self.output_name = contract.PREPROCESS_OUTPUT
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        if not self.batched:
-            return [self._execute_batch([request])[0] for request in requests]
-        return self._execute_batch(requests)
-
-    def _execute_batch(self, requests: list[Any]) -> list[Any]:
+        """All the requests Triton hands over are decoded, then normalised as one batch."""
         pb_utils = self.pb_utils
         crops: list[np.ndarray] = []
         outcomes: list[int | str] = []  # images in the request, or the error message

@@ -1,0 +1,88 @@
+"""Every name that crosses a process boundary, written once.
+
+The exporter writes these names into configs and files; the Triton models read them back
+inside the server; ``validate``, the benchmark and the tests read them too. The exporter
+copies this file beside each Triton model it writes (it runs inside Triton, where the
+``tvision_export`` package is not installed), so this module imports nothing but the
+standard library.
+
+The SDK holds no copy: it reads tensor names and limits from the server's model metadata
+and config at run time (``Client.model_info``), so it never imports the exporter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+# -- tensors ------------------------------------------------------------------------------
+
+# The ensemble: encoded image bytes in, class probabilities out.
+ENSEMBLE_INPUT = "IMAGE"
+ENSEMBLE_OUTPUT = "PROBABILITIES"
+# The preprocessing model's output, which the ensemble feeds to the classifier.
+PREPROCESS_OUTPUT = "PIXELS"
+# The ensemble's internal tensor between its two steps.
+ENSEMBLE_PIXELS = "pixels"
+# Tensor names of an ONNX file written by ``tvision export`` (imported files keep theirs).
+ONNX_INPUT = "input"
+ONNX_OUTPUT = "probabilities"
+
+# -- output kinds -------------------------------------------------------------------------
+
+# What a classifier's raw output holds: a served model always ends in probabilities.
+OutputKind = Literal["logits", "probabilities"]
+OUTPUT_KINDS: tuple[OutputKind, ...] = ("logits", "probabilities")
+
+# -- files --------------------------------------------------------------------------------
+
+CONFIG_FILE = "config.pbtxt"
+LABELS_FILE = "labels.txt"
+MANIFEST_FILE = "manifest.json"
+MODEL_PY_FILE = "model.py"
+MODEL_ONNX_FILE = "model.onnx"
+CONTRACT_FILE = "contract.py"
+# A real photo under ``<preprocess model>/warmup/``, decoded at load so the first request is warm.
+WARMUP_DIR = "warmup"
+WARMUP_IMAGE_FILE = "sample_image"
+
+# -- model names ----------------------------------------------------------------------------
+
+PREPROCESS_SUFFIX = "_preprocess"
+CLASSIFIER_SUFFIX = "_classifier"
+
+# -- config parameters ---------------------------------------------------------------------
+
+# Preprocessing model (and, for the SDK's limits, the ensemble).
+PARAM_PREPROCESS_SPEC = "preprocess_spec"
+PARAM_MAX_IMAGE_PIXELS = "max_image_pixels"
+PARAM_MAX_IMAGE_BYTES = "max_image_bytes"
+PARAM_JPEG_DRAFT = "jpeg_draft"
+# Classifier model on the cpu target.
+PARAM_INTRA_OP_THREADS = "intra_op_num_threads"
+PARAM_ALLOW_SPINNING = "allow_spinning"
+
+_TRUE, _FALSE = "true", "false"
+
+
+def encode_bool(value: bool) -> str:
+    """Config parameters are strings; booleans travel as ``"true"``/``"false"``."""
+    return _TRUE if value else _FALSE
+
+
+def decode_bool(text: str) -> bool:
+    """Read a boolean written by ``encode_bool``.
+
+    Raises:
+        ValueError: the text is neither ``"true"`` nor ``"false"``.
+    """
+    if text not in (_TRUE, _FALSE):
+        raise ValueError(f"expected {_TRUE!r} or {_FALSE!r}, got {text!r}")
+    return text == _TRUE
+
+
+def parameters_of(model_config: Mapping[str, object]) -> dict[str, str]:
+    """A model config's parameters as ``{key: string_value}``, from the JSON Triton passes."""
+    raw = model_config.get("parameters", {})
+    assert isinstance(raw, Mapping)
+    return {str(key): str(value["string_value"]) for key, value in raw.items()}

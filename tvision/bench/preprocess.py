@@ -1,0 +1,111 @@
+"""``tvision bench-preprocess``: each preprocessing speed-up against its plain baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image
+
+from tvision.bench.images import bench_images
+from tvision.bench.paths import preprocessor
+from tvision_export.triton_models.preprocess import ImagePreprocessor
+
+
+@dataclass
+class PreprocessReport:
+    cpu_count: int | None
+    decode_ms: dict[str, dict[str, float]]  # image -> variant -> ms per image
+    normalise_ms: dict[str, float]  # variant -> ms per image
+
+
+class FullImageResize(ImagePreprocessor):
+    """The plain way, as a baseline: resize the whole image, then crop."""
+
+    def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
+        width, height = image.size
+        ratio = self.resize_short_px / min(width, height)
+        size = (max(self.crop_px, round(width * ratio)), max(self.crop_px, round(height * ratio)))
+        image = image.resize(size, Image.BILINEAR)
+        left, top = (size[0] - self.crop_px) // 2, (size[1] - self.crop_px) // 2
+        image = image.crop((left, top, left + self.crop_px, top + self.crop_px))
+        return np.asarray(image, dtype=np.uint8)
+
+
+def _transpose_then_scale(shipped: ImagePreprocessor, crops: list[np.ndarray]) -> np.ndarray:
+    """The obvious way, as a baseline: transpose, convert, then scale the whole batch."""
+    pixels = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32)
+    pixels *= shipped.multiplier.reshape(1, 3, 1, 1)
+    pixels += shipped.offset.reshape(1, 3, 1, 1)
+    return pixels
+
+
+def _time_ms(function: Callable[[], object], repeats: int) -> float:
+    function()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats * 1000.0
+
+
+def run_preprocess_benchmark(repeats: int = 20) -> PreprocessReport:
+    """Milliseconds per image for each preprocessing speed-up and its baseline, in one run."""
+    from tvision_export.configs import ServingOptions
+    from tvision_export.spec import DEFAULT_SPEC
+
+    options = ServingOptions()
+    shipped = preprocessor(DEFAULT_SPEC, options)
+    variants = {
+        "shipped": shipped,
+        "no JPEG draft": preprocessor(DEFAULT_SPEC, replace(options, jpeg_draft=False)),
+        "full-image resize": FullImageResize(
+            json.loads(DEFAULT_SPEC.preprocess.to_json()),
+            options.max_image_pixels,
+            options.max_image_bytes,
+            options.jpeg_draft,
+        ),
+    }
+    images = bench_images()
+    decode = {
+        image.name: {
+            name: _time_ms(lambda p=p, data=image.data: p.decode(data), repeats)
+            for name, p in variants.items()
+        }
+        for image in images
+    }
+    crops = [shipped.decode(image.data) for image in images[:8]]
+    normalise = {
+        "shipped (per-channel multiply into planar output)": _time_ms(
+            lambda: shipped.normalise(crops), repeats
+        )
+        / len(crops),
+        "transpose, convert, then scale": _time_ms(
+            lambda: _transpose_then_scale(shipped, crops), repeats
+        )
+        / len(crops),
+    }
+    return PreprocessReport(cpu_count=os.cpu_count(), decode_ms=decode, normalise_ms=normalise)
+
+
+def render_preprocess_table(report: PreprocessReport) -> str:
+    variants = list(next(iter(report.decode_ms.values())))
+    lines = [
+        f"preprocessing, ms per image, on {report.cpu_count} CPU cores (one thread)",
+        f"{'image':<26}" + "".join(f"{name:>28}" for name in variants),
+    ]
+    for image, timings in report.decode_ms.items():
+        shipped = timings[variants[0]]
+        cells = [f"{shipped:.2f}"] + [
+            f"{timings[name]:.2f} ({timings[name] / shipped:.1f}x)" for name in variants[1:]
+        ]
+        lines.append(f"{image:<26}" + "".join(f"{cell:>28}" for cell in cells))
+    (shipped_name, shipped_ms), (baseline_name, baseline_ms) = report.normalise_ms.items()
+    lines.append(
+        f"normalise a batch of 8: {shipped_name} {shipped_ms:.3f} ms/image; "
+        f"{baseline_name} {baseline_ms:.3f} ms/image ({baseline_ms / shipped_ms:.1f}x)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""``tvision bench``: export into a temporary repository, serve it, run the chosen paths."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from tvision.bench.images import bench_images
+from tvision.bench.paths import BenchPaths, write_naive_baseline
+from tvision.bench.report import NAIVE_COMPARISON_CONCURRENCY, PATHS, BenchReport, RunResult
+from tvision.server import ServerPorts, TritonServer
+
+CONCURRENCIES = (1, 4, 16, 32)
+Progress = Callable[[str], None]
+
+
+def check_request(paths: Sequence[str], concurrencies: Sequence[int]) -> None:
+    """Raises ValueError for a run that cannot produce what it was asked for."""
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        raise ValueError(f"unknown paths {sorted(unknown)}; choose from {', '.join(PATHS)}")
+    if set(paths) == set(PATHS) and NAIVE_COMPARISON_CONCURRENCY not in concurrencies:
+        raise ValueError(
+            f"--concurrency must include {NAIVE_COMPARISON_CONCURRENCY} "
+            "(the naive comparison) when every path runs"
+        )
+
+
+def run_benchmark(
+    quick: bool = False,
+    concurrencies: Sequence[int] = CONCURRENCIES,
+    duration_s: float | None = None,
+    progress: Progress = lambda _message: None,
+    overrides: dict[str, Any] | None = None,
+    paths: Sequence[str] = PATHS,
+) -> BenchReport:
+    """Run the chosen paths; ``overrides`` changes the exported ``ServingOptions``.
+
+    Raises:
+        ValueError: unknown paths, or a full run without the naive comparison's concurrency.
+    """
+    from tvision_export.configs import ServingOptions
+    from tvision_export.exporter import classifier_source, export_model
+    from tvision_export.spec import DEFAULT_SPEC
+
+    check_request(paths, concurrencies)
+    duration = duration_s if duration_s is not None else (2.0 if quick else 10.0)
+    options = replace(ServingOptions(), **(overrides or {}))
+    spec = DEFAULT_SPEC
+    images = bench_images()
+    results: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="tvision-bench-") as work_dir:
+        repository = Path(work_dir) / "model_repository"
+        progress("exporting the model")
+        export = export_model(spec, repository, options)
+        if "naive" in paths:
+            progress("writing the naive baseline beside it")
+            source = classifier_source(spec, export.written.classifier_onnx)
+            write_naive_baseline(repository, spec.name, source, options)
+        progress("starting tritonserver")
+        with TritonServer(repository, ServerPorts.free()) as server:
+            bench = BenchPaths(server, spec, options, images, duration)
+            if "limit" in paths:
+                progress("in-process limit")
+                results.append(bench.limit(export.written.classifier_onnx))
+            for concurrency in concurrencies:
+                if "served" in paths:
+                    progress(f"served ensemble, concurrency {concurrency}")
+                    results.append(bench.served(concurrency, spec.name))
+                if "client-side" in paths:
+                    progress(f"client-side preprocessing, concurrency {concurrency}")
+                    results.append(bench.client_side(concurrency))
+                if "naive" in paths:
+                    progress(f"naive ensemble, concurrency {concurrency}")
+                    results.append(bench.naive(concurrency))
+    return BenchReport(
+        cpu_count=os.cpu_count(),
+        quick=quick,
+        duration_s=duration,
+        serving_options=asdict(options),
+        changed_options=sorted(overrides or {}),
+        image_bytes={image.name: len(image.data) for image in images},
+        results=results,
+    )

@@ -1,0 +1,146 @@
+"""``tvision bench-sdk``: the SDK's classify against tritonclient's infer, same server."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvision.bench.images import BenchImage, bench_images
+from tvision.bench.load import percentile_ms, run_closed_loop
+from tvision.server import ServerPorts, TritonServer
+
+TOP_K = 5
+# The SDK may cost at most this much throughput against raw tritonclient.
+SDK_TARGET = 0.97
+
+
+@dataclass
+class ClientRate:
+    images_per_s: float
+    rounds_images_per_s: list[float]
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class SdkReport:
+    cpu_count: int | None
+    concurrency: int
+    rounds: int
+    duration_s: float
+    results: dict[str, ClientRate]
+
+    @property
+    def sdk_over_tritonclient(self) -> float:
+        return self.results["sdk"].images_per_s / self.results["tritonclient"].images_per_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": {"cpu_count": self.cpu_count},
+            "concurrency": self.concurrency,
+            "rounds": self.rounds,
+            "duration_s": self.duration_s,
+            "results": {name: asdict(rate) for name, rate in self.results.items()},
+            "sdk_over_tritonclient": self.sdk_over_tritonclient,
+            "target": SDK_TARGET,
+        }
+
+
+def run_sdk_benchmark(
+    concurrency: int = 8,
+    rounds: int = 3,
+    duration_s: float = 5.0,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> SdkReport:
+    """Alternating rounds, so that drift on a shared machine hits both clients alike."""
+    import tritonclient.grpc as grpcclient
+
+    from tvision_client import Client
+    from tvision_export import contract
+    from tvision_export.configs import ServingOptions
+    from tvision_export.exporter import export_model
+    from tvision_export.spec import DEFAULT_SPEC
+
+    images = bench_images()
+    rates: dict[str, list[float]] = {"sdk": [], "tritonclient": []}
+    latencies: dict[str, list[float]] = {"sdk": [], "tritonclient": []}
+    with tempfile.TemporaryDirectory(prefix="tvision-bench-sdk-") as work_dir:
+        repository = Path(work_dir) / "model_repository"
+        progress("exporting the model")
+        export_model(DEFAULT_SPEC, repository, ServingOptions())
+        progress("starting tritonserver")
+        with (
+            TritonServer(repository, ServerPorts.free()) as server,
+            Client(server.grpc_url, timeout_s=120) as sdk,
+        ):
+            sdk.model_info()
+            raw_clients = threading.local()
+
+            def raw_call(image: BenchImage) -> int:
+                client = getattr(raw_clients, "client", None)
+                if client is None:
+                    client = grpcclient.InferenceServerClient(server.grpc_url)
+                    raw_clients.client = client
+                tensor = grpcclient.InferInput(contract.ENSEMBLE_INPUT, [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[image.data]], dtype=np.object_))
+                output = grpcclient.InferRequestedOutput(
+                    contract.ENSEMBLE_OUTPUT, class_count=TOP_K
+                )
+                client.infer(DEFAULT_SPEC.name, [tensor], outputs=[output], client_timeout=120)
+                return len(image.data)
+
+            def sdk_call(image: BenchImage) -> int:
+                sdk.classify(image.data, top_k=TOP_K)
+                return len(image.data)
+
+            run_closed_loop(sdk_call, images, concurrency, 1.0)
+            run_closed_loop(raw_call, images, concurrency, 1.0)
+            for round_number in range(rounds):
+                order = [("sdk", sdk_call), ("tritonclient", raw_call)]
+                if round_number % 2:
+                    order.reverse()
+                for name, call in order:
+                    progress(f"round {round_number + 1}/{rounds}: {name}")
+                    load = run_closed_loop(call, images, concurrency, duration_s)
+                    rates[name].append(load.calls / load.seconds)
+                    latencies[name].extend(load.latencies_s)
+    return SdkReport(
+        cpu_count=os.cpu_count(),
+        concurrency=concurrency,
+        rounds=rounds,
+        duration_s=duration_s,
+        results={
+            name: ClientRate(
+                images_per_s=statistics.mean(rates[name]),
+                rounds_images_per_s=rates[name],
+                p50_ms=percentile_ms(latencies[name], 0.5),
+                p99_ms=percentile_ms(latencies[name], 0.99),
+            )
+            for name in rates
+        },
+    )
+
+
+def render_sdk_table(report: SdkReport) -> str:
+    lines = [
+        f"SDK vs tritonclient on {report.cpu_count} CPU cores, concurrency "
+        f"{report.concurrency}, {report.rounds} alternating rounds of {report.duration_s:g} s",
+        f"{'client':<14}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}  per round",
+    ]
+    for name, rate in report.results.items():
+        rounds = " ".join(f"{value:.1f}" for value in rate.rounds_images_per_s)
+        lines.append(
+            f"{name:<14}{rate.images_per_s:>9.1f}{rate.p50_ms:>9.1f}{rate.p99_ms:>9.1f}  {rounds}"
+        )
+    ratio = report.sdk_over_tritonclient
+    verdict = "meets" if ratio >= SDK_TARGET else "MISSES"
+    lines.append(f"SDK / tritonclient throughput: {ratio:.3f}x (target >= {SDK_TARGET}x) {verdict}")
+    return "\n".join(lines)
