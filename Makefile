@@ -10,7 +10,7 @@ TARGET ?= cpu
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install export demo serve test lint typecheck bench loadtest k8s clean
+.PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean
 
 help:
 	@echo "make demo     set up, export, serve, classify the sample photos, stop"
@@ -18,6 +18,7 @@ help:
 	@echo "make serve    run the server in the foreground until Ctrl-C"
 	@echo "make export   export a new version (TARGET=cpu|gpu, REPOSITORY=...)"
 	@echo "make bench    benchmark: served ensemble vs limit, client-side, naive; SDK vs tritonclient"
+	@echo "make fidelity each JPEG decode strategy vs the reference preprocessing on ~330 real photos"
 	@echo "make loadtest 60 s Locust run with SLO gate against a fresh embedded server"
 	@echo "make lint typecheck k8s clean"
 
@@ -66,6 +67,20 @@ bench: $(INSTALLED)
 	$(BIN)/tvision bench --json bench-results/bench.json --plot bench-results/bench.png
 	$(BIN)/tvision bench-sdk --json bench-results/bench-sdk.json
 	$(BIN)/tvision bench-preprocess
+
+FIDELITY_PHOTOS ?= fidelity-photos
+OPENCV_PHOTOS := /usr/share/doc/opencv-doc/examples/data
+
+# The broad photo set adds Debian's opencv-doc example photos to the wheels' own; without
+# root (or the package), it is measured on the wheels' photos only, and says so.
+fidelity: $(REPOSITORY)/$(MODEL)/config.pbtxt
+	@test -d $(OPENCV_PHOTOS) || { test "$$(id -u)" = 0 && \
+		{ apt-get install -y -q --no-install-recommends opencv-doc >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && \
+		    apt-get install -y -q --no-install-recommends opencv-doc >/dev/null; }; }; } || \
+		echo "note: opencv-doc is not installed; measuring on the wheels' photos only"
+	$(BIN)/tvision fidelity --build --photos $(FIDELITY_PHOTOS) --repository $(REPOSITORY) \
+		--json $(FIDELITY_PHOTOS).json
 
 loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY)

@@ -21,9 +21,9 @@ Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
 
 
-def _option(default: Any, help_text: str) -> Any:
-    """A ``ServingOptions`` field with the help text its CLI flag shows."""
-    return field(default=default, metadata={"help": help_text})
+def _option(default: Any, help_text: str, choices: Sequence[str] = ()) -> Any:
+    """A ``ServingOptions`` field with the help text (and choices) its CLI flag shows."""
+    return field(default=default, metadata={"help": help_text, "choices": tuple(choices)})
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class ServingOptions:
     benchmark behind each default.
     """
 
-    target: Target = _option("cpu", "cpu: ONNX Runtime in the python backend; gpu: KIND_GPU")
+    target: Target = _option(
+        "cpu", "cpu: ONNX Runtime in the python backend; gpu: KIND_GPU", choices=TARGETS
+    )
     max_batch_size: int = _option(32, "largest batch a composing model executes")
     preferred_batch_sizes: tuple[int, ...] = _option(
         (4, 8), "batch sizes the dynamic batcher aims for (comma-separated)"
@@ -56,7 +58,12 @@ class ServingOptions:
     queue_timeout_us: int = _option(5_000_000, "queued requests older than this are rejected")
     max_image_pixels: int = _option(40_000_000, "largest image accepted, in pixels")
     max_image_bytes: int = _option(20 * 1024 * 1024, "largest encoded image accepted, in bytes")
-    jpeg_draft: bool = _option(True, "decode JPEGs at a reduced size (libjpeg DCT scaling)")
+    decode: str = _option(
+        contract.DEFAULT_DECODE,
+        "how JPEGs are decoded: exact (full size, as the reference), or draft-Nx (libjpeg's "
+        "DCT-domain 1/2-1/8 scaling, never below N times the resize target)",
+        choices=tuple(contract.DECODE_HEADROOM),
+    )
     fp16: bool = _option(False, "TensorRT FP16 accelerator (gpu target only)")
     keep_versions: int = _option(2, "how many versions of each model Triton keeps loaded")
 
@@ -69,6 +76,10 @@ class ServingOptions:
         if too_big:
             raise ValueError(
                 f"preferred batch sizes {too_big} exceed max_batch_size {self.max_batch_size}"
+            )
+        if self.decode not in contract.DECODE_HEADROOM:
+            raise ValueError(
+                f"decode must be one of {tuple(contract.DECODE_HEADROOM)}, got {self.decode!r}"
             )
         if self.fp16 and self.target != "gpu":
             raise ValueError("fp16 (TensorRT accelerator) needs the gpu target")
@@ -88,8 +99,10 @@ class ServingOptions:
                 parser.add_argument(
                     flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
                 )
-            elif option.name == "target":
-                parser.add_argument(flag, choices=TARGETS, default=None, help=help_text)
+            elif option.metadata["choices"]:
+                parser.add_argument(
+                    flag, choices=option.metadata["choices"], default=None, help=help_text
+                )
             else:
                 parser.add_argument(
                     flag, type=_argparse_type(_converter(option.default)), default=None,
@@ -252,7 +265,7 @@ def preprocess_config(
         "parameters": _parameters(
             {
                 contract.PARAM_PREPROCESS_SPEC: preprocess_spec_json,
-                contract.PARAM_JPEG_DRAFT: contract.encode_bool(options.jpeg_draft),
+                contract.PARAM_DECODE: options.decode,
                 **_image_limits(options),
             }
         ),

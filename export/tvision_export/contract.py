@@ -57,10 +57,18 @@ CLASSIFIER_SUFFIX = "_classifier"
 PARAM_PREPROCESS_SPEC = "preprocess_spec"
 PARAM_MAX_IMAGE_PIXELS = "max_image_pixels"
 PARAM_MAX_IMAGE_BYTES = "max_image_bytes"
-PARAM_JPEG_DRAFT = "jpeg_draft"
+PARAM_DECODE = "decode"
 # Classifier model on the cpu target.
 PARAM_INTRA_OP_THREADS = "intra_op_num_threads"
 PARAM_ALLOW_SPINNING = "allow_spinning"
+
+# How JPEGs are decoded, by strategy name: the value is the headroom N of a reduced decode.
+# "exact" decodes at full size, as the reference preprocessing does. "draft-Nx" lets libjpeg
+# decode at 1/2, 1/4 or 1/8 scale in the DCT domain, never below N times the resize target.
+# The README's fidelity table (``tvision fidelity``) measures each against the reference.
+DECODE_HEADROOM: dict[str, int] = {"exact": 0, "draft-4x": 4, "draft-3x": 3, "draft-2x": 2}
+# The fastest strategy that meets the fidelity bound on the broad photo set (README).
+DEFAULT_DECODE = "draft-3x"
 
 _TRUE, _FALSE = "true", "false"
 

@@ -20,17 +20,15 @@ def _as_triton_passes_it(config: dict) -> dict:
     return json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
 
 
-@pytest.mark.parametrize("jpeg_draft", [True, False])
-def test_preprocess_config_round_trips_into_the_preprocessor(jpeg_draft) -> None:
-    options = ServingOptions(
-        max_image_pixels=1234567, max_image_bytes=7654321, jpeg_draft=jpeg_draft
-    )
+@pytest.mark.parametrize("decode", sorted(contract.DECODE_HEADROOM))
+def test_preprocess_config_round_trips_into_the_preprocessor(decode) -> None:
+    options = ServingOptions(max_image_pixels=1234567, max_image_bytes=7654321, decode=decode)
     config = configs.preprocess_config(
         "m_preprocess", DEFAULT_SPEC.preprocess.to_json(), DEFAULT_SPEC.input_dims, options
     )
     preprocessor = preprocessor_from_config(_as_triton_passes_it(config))
     assert (preprocessor.max_image_pixels, preprocessor.max_image_bytes) == (1234567, 7654321)
-    assert preprocessor.jpeg_draft is jpeg_draft
+    assert preprocessor.decode_strategy == decode
     assert preprocessor.resize_short_px == DEFAULT_SPEC.preprocess.resize_short_px
     assert preprocessor.crop_px == DEFAULT_SPEC.preprocess.crop_px
 

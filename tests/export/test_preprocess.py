@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 
@@ -97,15 +98,57 @@ def test_served_preprocessing_matches_the_reference_without_draft() -> None:
         assert (difference > 1e-6).mean() < 0.05, name
 
 
-def test_draft_decode_stays_close_to_the_full_decode_on_a_large_jpeg() -> None:
-    data = encode(photo().resize((1920, 1280)), "JPEG", quality=92)
-    drafted = make_preprocessor(jpeg_draft=True)
-    full = make_preprocessor(jpeg_draft=False)
+@pytest.mark.parametrize(
+    ("size", "strategy", "reduction"),
+    [
+        ((512, 512), "draft-2x", 1),
+        ((683, 512), "draft-2x", 1),
+        ((768, 512), "draft-2x", 1),
+        ((1365, 1024), "draft-2x", 2),
+        ((1365, 1024), "draft-3x", 1),
+        ((4032, 3024), "draft-2x", 4),
+        ((4032, 3024), "draft-3x", 2),
+        ((4032, 3024), "draft-4x", 2),
+        ((4032, 3024), "exact", 1),
+        ((1024, 1366), "draft-2x", 2),  # portrait: the short side decides
+    ],
+)
+def test_reduced_decode_keeps_its_headroom_and_its_crop_aligned(size, strategy, reduction) -> None:
+    """The scale libjpeg really decodes at (read back from the decoded image) is the one the
+    strategy promises, including sizes where a rounded-up request would skip it (683x512),
+    and the crop stays aligned with the full decode's crop."""
+    data = encode(photo().resize(size), "JPEG", quality=90)
+    reduced = make_preprocessor(decode=strategy)
+    exact = make_preprocessor(decode="exact")
+    assert reduced.jpeg_reduction(*size) == reduction
+    image, original = reduced.load_upright(data)
+    assert original == size
+    assert image.size == tuple(math.ceil(side / reduction) for side in size)
     difference = np.abs(
-        drafted.normalise([drafted.decode(data)]) - full.normalise([full.decode(data)])
+        reduced.normalise([reduced.decode(data)]) - exact.normalise([exact.decode(data)])
     )
-    # Both are within a few grey levels (1 level = 1/128 here) on average.
-    assert difference.mean() < 4 / 128
+    # A box off by one decoded pixel would shift edges by several pixels of the crop.
+    assert difference.mean() < 2 / 128, difference.mean()
+
+
+def test_reduced_decode_of_a_rotated_phone_photo_matches_the_reference_geometry() -> None:
+    """A 4032x3024 JPEG stored sideways with EXIF orientation 6, as phone cameras write it."""
+    upright = photo().resize((3024, 4032))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encode(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90, exif=exif)
+    reduced = make_preprocessor(decode="draft-3x")
+    image, original = reduced.load_upright(data)
+    assert original == (3024, 4032) and image.size == (1512, 2016)
+    difference = np.abs(
+        reduced.normalise([reduced.decode(data)])[0] - reference_preprocess(data, SPEC)
+    )
+    assert difference.mean() < 2 / 128, difference.mean()
+
+
+def test_unknown_decode_strategy_is_named() -> None:
+    with pytest.raises(ValueError, match="decode strategy must be one of"):
+        make_preprocessor(decode="draft")
 
 
 def _png_claiming(width: int, height: int) -> bytes:

@@ -16,24 +16,38 @@ class BenchImage:
 
 
 def _encode(path: object, size: tuple[int, int], image_format: str) -> bytes:
+    """Re-encode a photo at ``size``; "PHONE" is a JPEG stored sideways with EXIF
+    orientation 6, as phone cameras write it (``size`` is then the stored size)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    rgb = Image.open(path).convert("RGB").resize(size)  # type: ignore[arg-type]
-    if image_format == "JPEG":
-        rgb.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    rgb = Image.open(path).convert("RGB")  # type: ignore[arg-type]
+    if image_format == "PHONE":
+        upright = rgb.resize((size[1], size[0]))
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        upright.transpose(Image.Transpose.ROTATE_90).save(
+            buffer, "JPEG", quality=JPEG_QUALITY, exif=exif
+        )
+    elif image_format == "JPEG":
+        rgb.resize(size).save(buffer, "JPEG", quality=JPEG_QUALITY)
     else:
-        rgb.save(buffer, image_format)
+        rgb.resize(size).save(buffer, image_format)
     return buffer.getvalue()
 
 
 def bench_images() -> list[BenchImage]:
-    """Six 640x480 JPEGs, two 1920x1080 JPEGs and a 640x480 PNG, sent in turn."""
+    """Real traffic's sizes, sent in turn: six 640x480 JPEGs, a 512x512 and a 1365x1024
+    JPEG, two 1920x1080 JPEGs, a 4032x3024 phone JPEG (EXIF orientation 6) and a 640x480
+    PNG."""
     from tvision_export.samples import sample_photos
 
     photos = sample_photos()
     plan = [(photo, (640, 480), "JPEG") for photo in photos]
+    plan.append((photos[1], (512, 512), "JPEG"))
+    plan.append((photos[2], (1365, 1024), "JPEG"))
     plan += [(photo, (1920, 1080), "JPEG") for photo in photos[:2]]
+    plan.append((photos[4], (4032, 3024), "PHONE"))
     plan.append((photos[0], (640, 480), "PNG"))
     return [
         BenchImage(

@@ -45,7 +45,7 @@ def write_naive_baseline(
         options,
         preprocess_instances=1,
         classifier_instances=1,
-        jpeg_draft=False,
+        decode="exact",
         intra_op_threads=0,
         allow_spinning=True,
     )
@@ -66,7 +66,7 @@ def preprocessor(spec: ModelSpec, options: ServingOptions) -> Any:
         json.loads(spec.preprocess.to_json()),
         options.max_image_pixels,
         options.max_image_bytes,
-        options.jpeg_draft,
+        options.decode,
     )
 
 

@@ -47,7 +47,7 @@ def render_table(report: BenchReport) -> str:
             value = ratios[target.key]
             verdict = "meets" if value >= target.target else "MISSES"
             lines.append(
-                f"{target.label:<52}{value:>7.2f}x  target >= {target.target:g}x  {verdict}"
+                f"{target.label:<52}{value:>7.3f}x  target >= {target.target:g}x  {verdict}"
             )
     return "\n".join(lines)
 

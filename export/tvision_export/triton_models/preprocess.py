@@ -11,10 +11,12 @@ in-process path and the client-side path run exactly the same code as the server
 Why it is fast (see the README's Performance section for the measurements):
 - ``execute`` treats all the requests Triton hands it as one batch: images are decoded one
   by one, then normalised together, one fused multiply-add per channel;
-- JPEGs are decoded with ``Image.draft``, which lets libjpeg scale down in the DCT domain
-  to the smallest size that is still at least the resize target;
+- with a ``draft-Nx`` decode strategy, large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in
+  libjpeg's DCT domain (``Image.draft``), never below N times the resize target, so the
+  antialiased resize that follows still does most of the downscaling; ``exact`` decodes
+  at full size, as the reference preprocessing does (see the README's fidelity table);
 - resizing happens on uint8 pixels, before any float conversion, and only the region the
-  center crop keeps is resampled.
+  center crop keeps is resampled, with its box computed from the original size.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import importlib
 import importlib.util
 import io
 import json
-import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -68,7 +69,7 @@ class ImagePreprocessor:
         spec: dict[str, Any],
         max_image_pixels: int,
         max_image_bytes: int,
-        jpeg_draft: bool = True,
+        decode: str = "exact",
     ) -> None:
         self.resize_short_px = int(spec["resize_short_px"])
         self.crop_px = int(spec["crop_px"])
@@ -81,7 +82,13 @@ class ImagePreprocessor:
         self.offset = (-mean / std).astype(np.float32)
         self.max_image_pixels = max_image_pixels
         self.max_image_bytes = max_image_bytes
-        self.jpeg_draft = jpeg_draft
+        if decode not in contract.DECODE_HEADROOM:
+            raise ValueError(
+                f"decode strategy must be one of {sorted(contract.DECODE_HEADROOM)}, got {decode!r}"
+            )
+        self.decode_strategy = decode
+        # A reduced decode keeps the short side at least this many times the resize target.
+        self.decode_headroom = contract.DECODE_HEADROOM[decode]
         self.channels_last = spec.get("layout", "NCHW") == "NHWC"
 
     def normalise(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -116,6 +123,15 @@ class ImagePreprocessor:
             ImageRejected: the image is empty, too large, of an unaccepted format, corrupt
                 or truncated; the message names the problem.
         """
+        return self._resize_and_crop(*self.load_upright(data, position))
+
+    def load_upright(self, data: Any, position: int = 0) -> tuple[Image.Image, tuple[int, int]]:
+        """Decode to an upright RGB image (reduced in size by the decode strategy), and
+        return it with the full-resolution upright size the reference would see.
+
+        Raises:
+            ImageRejected: as for ``decode``.
+        """
         where = f"image {position}"
         if not isinstance(data, (bytes, bytearray)):
             raise ImageRejected(f"{where}: expected encoded image bytes, got {type(data).__name__}")
@@ -149,35 +165,55 @@ class ImagePreprocessor:
             )
         if width < 1 or height < 1:
             raise ImageRejected(f"{where}: image has no pixels ({width}x{height})")
-        if self.jpeg_draft and image.format == "JPEG":
-            ratio = self.resize_short_px / min(width, height)
-            # draft() keeps the decoded size at or above the request, so quality is kept.
-            image.draft("RGB", (math.ceil(width * ratio), math.ceil(height * ratio)))
+        if image.format == "JPEG":
+            reduction = self.jpeg_reduction(width, height)
+            if reduction > 1:
+                # Pillow picks the largest power of two that keeps the decoded size at or
+                # above the request; asking for floor(size / reduction) yields exactly
+                # ``reduction`` (a ceil here would silently skip it, e.g. at 683x512).
+                image.draft("RGB", (width // reduction, height // reduction))
         try:
             image.load()
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             image = ImageOps.exif_transpose(image)
             image = _to_rgb(image)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageRejected(
                 f"{where}: corrupt or truncated {image.format} data: {exc}"
             ) from exc
-        return self._resize_and_crop(image)
+        # The size the reference sees: the full-resolution image, upright.
+        upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
+        return image, upright
 
-    def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
+    def jpeg_reduction(self, width: int, height: int) -> int:
+        """The DCT-domain scale-down (1, 2, 4 or 8) this strategy decodes a JPEG with."""
+        if not self.decode_headroom:
+            return 1
+        short_side_px = min(width, height)
+        for reduction in (8, 4, 2):
+            if short_side_px // reduction >= self.decode_headroom * self.resize_short_px:
+                return reduction
+        return 1
+
+    def _resize_and_crop(self, image: Image.Image, original_size: tuple[int, int]) -> np.ndarray:
         """Resize the short side, then center-crop, as one resample of the crop region.
 
         Resampling only the source box that the crop keeps gives the same sampling
         positions and filter support as resizing the whole image and cropping afterwards,
-        at about half the cost (the pixels the crop throws away are never computed).
+        at about half the cost (the pixels the crop throws away are never computed). The
+        box is computed on ``original_size``, as the reference does, then mapped into the
+        image actually decoded, which a reduced JPEG decode made 2, 4 or 8 times smaller.
         """
-        width, height = image.size
+        width, height = original_size
         ratio = self.resize_short_px / min(width, height)
         resized_width = max(self.crop_px, round(width * ratio))
         resized_height = max(self.crop_px, round(height * ratio))
         left = (resized_width - self.crop_px) // 2
         top = (resized_height - self.crop_px) // 2
-        scale_x = resized_width / width
-        scale_y = resized_height / height
+        # Original pixels per resized pixel, then per decoded pixel (libjpeg's 1/n scaling).
+        reduction = round(width / image.size[0])
+        scale_x = resized_width / width * reduction
+        scale_y = resized_height / height * reduction
         box = (
             left / scale_x,
             top / scale_y,
@@ -186,6 +222,11 @@ class ImagePreprocessor:
         )
         image = image.resize((self.crop_px, self.crop_px), Image.BILINEAR, box=box)
         return np.asarray(image, dtype=np.uint8)
+
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientations 5-8 are rotated by 90 degrees: width and height trade places.
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -208,7 +249,7 @@ def preprocessor_from_config(model_config: dict[str, Any]) -> ImagePreprocessor:
         spec=json.loads(parameters[contract.PARAM_PREPROCESS_SPEC]),
         max_image_pixels=int(parameters[contract.PARAM_MAX_IMAGE_PIXELS]),
         max_image_bytes=int(parameters[contract.PARAM_MAX_IMAGE_BYTES]),
-        jpeg_draft=contract.decode_bool(parameters[contract.PARAM_JPEG_DRAFT]),
+        decode=parameters[contract.PARAM_DECODE],
     )
 
 

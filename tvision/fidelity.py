@@ -1,0 +1,293 @@
+"""``tvision fidelity``: each JPEG decode strategy against the model's reference preprocessing.
+
+For every photo, the reference (``tvision_export.reference``: full decode, resize the short
+side, crop) and each strategy's preprocessing (exactly the server's ``ImagePreprocessor``)
+run through the same ONNX Runtime session. Reported per strategy: top-1 agreement with the
+reference, the largest probability difference over the strategy's top 5 classes (the
+measure ``tvision validate`` uses), and the CPU time of decode, resize and crop relative
+to the exact decode, by size class, JPEGs only.
+
+The photo set is built from packages (``build_photo_set``): the photos in the
+scikit-image and scikit-learn wheels and, when Debian's ``opencv-doc`` is installed, its
+example photos, each re-encoded at the sizes real clients send.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvision.validate import COMPARED_CLASSES
+from tvision.validate import DEFAULT_MAX_PROBABILITY_DIFF as MAX_PROBABILITY_DIFF
+from tvision.validate import DEFAULT_MIN_TOP1_AGREEMENT as MIN_TOP1_AGREEMENT
+from tvision_export.spec import ModelSpec
+
+OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+# Natural photos among opencv-doc's examples (not charts, text, logos or calibration boards).
+OPENCV_PHOTOS = (
+    "HappyFish.jpg", "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg",
+    "basketball1.png", "board.jpg", "box_in_scene.png", "building.jpg", "butterfly.jpg",
+    "chicky_512.png", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg",
+    "leuvenA.jpg", "leuvenB.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg",
+    "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "starry_night.jpg",
+)  # fmt: skip
+SKIMAGE_PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+
+# Re-encodings of each photo: short sides seen on the web and from cameras, the sizes where
+# a reduced decode lands exactly on the resize target, and a phone photo stored sideways.
+SHORT_SIDES_PX = (512, 600, 1024, 1080)
+EXACT_SIZES_PX = ((512, 512), (683, 512), (768, 512), (1365, 1024))
+PHONE_SIZE_PX = (4032, 3024)
+JPEG_QUALITY = 90
+
+
+def source_photos(include_opencv: bool = True) -> list[Path]:
+    """The photos the set is built from, in a fixed order."""
+    skimage_dir = Path(str(resources.files("skimage") / "data"))
+    sklearn_dir = Path(str(resources.files("sklearn") / "datasets" / "images"))
+    paths = [skimage_dir / name for name in SKIMAGE_PHOTOS]
+    paths += [sklearn_dir / name for name in SKLEARN_PHOTOS]
+    if include_opencv and OPENCV_DOC_DATA.is_dir():
+        paths += [OPENCV_DOC_DATA / name for name in OPENCV_PHOTOS]
+    return [path for path in paths if path.is_file()]
+
+
+def _jpeg(image: Any, **extra: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY, **extra)
+    return buffer.getvalue()
+
+
+def variants(path: Path, sizes: str = "all") -> dict[str, bytes]:
+    """One photo re-encoded: the file as found, JPEGs at several sizes, a sideways phone
+    photo with EXIF orientation 6, and a PNG. ``sizes="quirks"`` keeps only the sizes
+    where a reduced decode is hardest to get right, and the phone photo and the PNG."""
+    from PIL import Image
+
+    rgb = Image.open(path).convert("RGB")
+    width, height = rgb.size
+    stem = path.stem
+    out: dict[str, bytes] = {}
+    if sizes == "all":
+        out[f"{stem}-original{path.suffix.lower()}"] = path.read_bytes()
+        for short in SHORT_SIDES_PX:
+            scale = short / min(width, height)
+            size = (round(width * scale), round(height * scale))
+            out[f"{stem}-{size[0]}x{size[1]}.jpg"] = _jpeg(rgb.resize(size, Image.LANCZOS))
+    for size in EXACT_SIZES_PX:
+        out[f"{stem}-{size[0]}x{size[1]}.jpg"] = _jpeg(rgb.resize(size, Image.LANCZOS))
+    phone = rgb.resize((PHONE_SIZE_PX[1], PHONE_SIZE_PX[0]), Image.LANCZOS)  # upright portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; displayed after a 90-degree clockwise turn
+    sideways = phone.transpose(Image.Transpose.ROTATE_90)
+    out[f"{stem}-phone-{PHONE_SIZE_PX[0]}x{PHONE_SIZE_PX[1]}-exif6.jpg"] = _jpeg(
+        sideways, exif=exif
+    )
+    buffer = io.BytesIO()
+    scale = 600 / min(width, height)
+    rgb.resize((round(width * scale), round(height * scale)), Image.LANCZOS).save(buffer, "PNG")
+    out[f"{stem}-short600.png"] = buffer.getvalue()
+    return out
+
+
+def build_photo_set(
+    directory: Path,
+    sizes: str = "all",
+    include_opencv: bool = True,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> list[Path]:
+    """Write the photo set into ``directory`` (replacing it) and return the files.
+
+    Raises:
+        FileNotFoundError: no source photo could be found.
+    """
+    sources = source_photos(include_opencv)
+    if not sources:
+        raise FileNotFoundError("no source photos: scikit-image and scikit-learn are missing")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    written = []
+    for number, source in enumerate(sources, start=1):
+        progress(f"re-encoding {source.name} ({number}/{len(sources)})")
+        for name, data in variants(source, sizes).items():
+            path = directory / name
+            path.write_bytes(data)
+            written.append(path)
+    return written
+
+
+def size_class(width: int, height: int) -> str:
+    short = min(width, height)
+    if short < 900:
+        return "short side < 900"
+    if short < 2000:
+        return "short side 900-1999"
+    return "short side >= 2000"
+
+
+@dataclass
+class StrategyResult:
+    strategy: str
+    images: int = 0
+    top1_agreements: int = 0
+    diffs: list[float] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)
+    cpu_s_by_class: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def top1_agreement(self) -> float:
+        return self.top1_agreements / self.images if self.images else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        return float(np.percentile(self.diffs, fraction * 100)) if self.diffs else 0.0
+
+    def over(self, bound: float) -> int:
+        return sum(diff > bound for diff in self.diffs)
+
+    def meets_bound(self) -> bool:
+        return (
+            self.top1_agreement >= MIN_TOP1_AGREEMENT
+            and max(self.diffs, default=0.0) <= MAX_PROBABILITY_DIFF
+        )
+
+
+@dataclass
+class FidelityReport:
+    images: int
+    jpegs_by_class: dict[str, int]
+    results: list[StrategyResult]
+    default: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "jpegs_by_class": self.jpegs_by_class,
+            "default": self.default,
+            "bound": {"min_top1_agreement": MIN_TOP1_AGREEMENT, "max_dp": MAX_PROBABILITY_DIFF},
+            "strategies": [
+                {
+                    "strategy": r.strategy,
+                    "top1_agreement": r.top1_agreement,
+                    "max_dp_median": r.percentile(0.5),
+                    "max_dp_p95": r.percentile(0.95),
+                    "max_dp_max": max(r.diffs, default=0.0),
+                    "over_bound": r.over(MAX_PROBABILITY_DIFF),
+                    "cost_vs_exact_by_class": cost_ratios(self, r),
+                    "disagreements": r.disagreements,
+                }
+                for r in self.results
+            ],
+        }
+
+
+def cost_ratios(report: FidelityReport, result: StrategyResult) -> dict[str, float]:
+    exact = next(r for r in report.results if r.strategy == "exact")
+    return {
+        size: result.cpu_s_by_class[size] / exact.cpu_s_by_class[size]
+        for size in exact.cpu_s_by_class
+        if exact.cpu_s_by_class[size] > 0
+    }
+
+
+def measure(
+    spec: ModelSpec,
+    onnx_path: Path,
+    images: Sequence[Path],
+    strategies: Sequence[str],
+    default: str,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> FidelityReport:
+    """Compare each strategy with the reference on ``images``; see the module docstring."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from tvision_export.reference import reference_preprocess
+    from tvision_export.triton_models.preprocess import ImagePreprocessor
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    spec_dict = json.loads(spec.preprocess.to_json())
+    preprocessors = {
+        name: ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name) for name in strategies
+    }
+    results = {name: StrategyResult(name) for name in strategies}
+    jpegs_by_class: dict[str, int] = {}
+    for number, path in enumerate(images, start=1):
+        if number % 25 == 0:
+            progress(f"{number}/{len(images)} images")
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as header:
+            is_jpeg, size = header.format == "JPEG", header.size
+        klass = size_class(*size)
+        if is_jpeg:
+            jpegs_by_class[klass] = jpegs_by_class.get(klass, 0) + 1
+        (reference,) = session.run(
+            None, {input_name: reference_preprocess(data, spec.preprocess)[None]}
+        )
+        for name, preprocessor in preprocessors.items():
+            started = time.process_time()
+            crop = preprocessor.decode(data)
+            spent = time.process_time() - started
+            (served,) = session.run(None, {input_name: preprocessor.normalise([crop])})
+            result = results[name]
+            result.images += 1
+            top = np.argsort(served[0])[::-1][:COMPARED_CLASSES]
+            result.diffs.append(float(np.max(np.abs(served[0][top] - reference[0][top]))))
+            if int(top[0]) == int(reference[0].argmax()):
+                result.top1_agreements += 1
+            else:
+                result.disagreements.append(path.name)
+            if is_jpeg:
+                result.cpu_s_by_class[klass] = result.cpu_s_by_class.get(klass, 0.0) + spent
+    return FidelityReport(
+        images=len(images),
+        jpegs_by_class=jpegs_by_class,
+        results=list(results.values()),
+        default=default,
+    )
+
+
+def render(report: FidelityReport) -> str:
+    classes = sorted(report.jpegs_by_class)
+    header = (
+        f"{'strategy':<10}{'top-1 agree':>12}{'max dp median':>15}{'p95':>8}{'max':>8}"
+        f"{'> ' + format(MAX_PROBABILITY_DIFF, 'g'):>7}  "
+        + "  ".join(f"cost {name}" for name in classes)
+    )
+    lines = [
+        f"{report.images} images; JPEGs by size: "
+        + ", ".join(f"{name}: {count}" for name, count in sorted(report.jpegs_by_class.items())),
+        "cost = CPU time of decode, resize and crop relative to exact, JPEGs only",
+        header,
+    ]
+    for result in report.results:
+        costs = cost_ratios(report, result)
+        default = "  (default)" if result.strategy == report.default else ""
+        bound = "meets the bound" if result.meets_bound() else "MISSES the bound"
+        lines.append(
+            f"{result.strategy:<10}{result.top1_agreement:>12.1%}{result.percentile(0.5):>15.4f}"
+            f"{result.percentile(0.95):>8.4f}{max(result.diffs, default=0.0):>8.4f}"
+            f"{result.over(MAX_PROBABILITY_DIFF):>7}  "
+            + "  ".join(
+                f"{costs.get(name, float('nan')):>{len('cost ' + name)}.2f}" for name in classes
+            )
+            + f"  {bound}{default}"
+        )
+    lines.append(
+        f"bound: top-1 agreement >= {MIN_TOP1_AGREEMENT:.1%} and max dp over the top "
+        f"{COMPARED_CLASSES} <= {MAX_PROBABILITY_DIFF:g} on every image"
+    )
+    return "\n".join(lines)
