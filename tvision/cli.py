@@ -6,12 +6,18 @@ A thin layer over library functions; heavy modules are imported inside the subco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tvision_export.verify import Problem
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -39,7 +45,12 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     from tvision_export.configs import ServingOptions
 
     parser = subparsers.add_parser("export", help="export a model into a Triton model repository")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument(
+        "--repository",
+        default=str(DEFAULT_REPOSITORY),
+        help="a directory (a new version is added), or s3://BUCKET/PREFIX (pushed as a snapshot)",
+    )
+    _endpoint_argument(parser)
     parser.add_argument(
         "--spec",
         default="tvision_export.spec:EFFICIENTNET_LITE0",
@@ -76,6 +87,24 @@ def _float_triple(text: str) -> tuple[float, float, float]:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    """Export into a local repository, or into a temporary one that is then pushed."""
+    import tempfile
+
+    from tvision_export import snapshots
+
+    if not snapshots.is_remote(args.repository):
+        args.repository = Path(args.repository)
+        return _run_local_export(args)
+    remote = args.repository
+    with tempfile.TemporaryDirectory(prefix="tvision-export-") as work_dir:
+        args.repository = Path(work_dir) / "model_repository"
+        code = _run_local_export(args)
+        if code != 0:
+            return code
+        return _push(args.repository, remote, args.endpoint_url)
+
+
+def _run_local_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tvision_export.configs import ServingOptions
@@ -169,12 +198,24 @@ def _run_import(args: argparse.Namespace) -> int:
 
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("serve", help="run the embedded Triton server in the foreground")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument(
+        "--repository",
+        default=str(DEFAULT_REPOSITORY),
+        help="a directory, or an s3:// snapshot URI as 'tvision repo push' prints it",
+    )
+    _endpoint_argument(parser)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--ready-timeout-s", type=float, default=240.0)
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also answer GET /ready (200 only while every model's stubs are alive) and "
+        "GET /live on this port",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
@@ -182,7 +223,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from tvision.server import ServerError, ServerPorts, TritonServer
 
     ports = ServerPorts(grpc=args.grpc_port, http=args.http_port, metrics=args.metrics_port)
-    server = TritonServer(args.repository, ports, address=args.address)
+    try:
+        repository = _served_repository(args.repository, args.endpoint_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    server = TritonServer(repository, ports, address=args.address)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -203,15 +249,50 @@ def _run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    health = None
+    if args.health_port is not None:
+        from tvision.health import HealthEndpoint
+
+        health = HealthEndpoint(server, args.address, args.health_port).start()
+        print(f"health: http://{args.address}:{args.health_port}/ready", file=sys.stderr)
     try:
         while not stop.wait(1.0):
             if server.process is None or server.process.poll() is not None:
                 print(f"tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
                 return 1
+            for heal in server.watchdog.heals if server.watchdog else []:
+                if not heal.reported:
+                    heal.reported = True
+                    state = (
+                        f"reloaded in {heal.recovered_s:.1f} s"
+                        if heal.recovered_s is not None
+                        else f"reload failed: {heal.error}"
+                    )
+                    print(f"a stub of {heal.model} died; {state}", file=sys.stderr, flush=True)
     finally:
+        if health is not None:
+            health.stop()
         code = server.stop()
     print(f"stopped (tritonserver exit code {code})", file=sys.stderr)
     return 0
+
+
+def _served_repository(repository: str, endpoint_url: str | None) -> str | Path:
+    """A local path, or a complete remote snapshot as Triton's --model-repository spells it.
+
+    Raises:
+        ValueError: a remote location that is not a complete snapshot, or unreachable.
+    """
+    from tvision_export import snapshots
+
+    if not snapshots.is_remote(repository):
+        return Path(repository)
+    try:
+        location = snapshots.StoreLocation.parse(repository, endpoint_url)
+        snapshots.require_complete(location)
+    except snapshots.StoreError as exc:
+        raise ValueError(str(exc)) from exc
+    return location.triton_uri()
 
 
 # -- classify --------------------------------------------------------------------------
@@ -290,26 +371,183 @@ def _run_demo(args: argparse.Namespace) -> int:
 # -- repo verify ------------------------------------------------------------------------
 
 
+def _endpoint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="S3-compatible endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL or AWS)",
+    )
+
+
 def _add_repo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    repo = subparsers.add_parser("repo", help="model repository tools")
+    repo = subparsers.add_parser("repo", help="model repository tools, local or in s3://")
     repo_commands = repo.add_subparsers(dest="repo_command", required=True)
-    verify = repo_commands.add_parser("verify", help="check configs, files, checksums, wiring")
-    verify.add_argument("repository", type=Path, nargs="?", default=DEFAULT_REPOSITORY)
+    verify = repo_commands.add_parser(
+        "verify", help="check configs, files, checksums, wiring (a directory or an s3:// snapshot)"
+    )
+    verify.add_argument("repository", nargs="?", default=str(DEFAULT_REPOSITORY))
+    _endpoint_argument(verify)
     verify.set_defaults(handler=_run_repo_verify)
 
+    push = repo_commands.add_parser("push", help="upload a repository as an immutable snapshot")
+    push.add_argument("local", type=Path)
+    push.add_argument("uri", help="s3://BUCKET/PREFIX (snapshots go under PREFIX/snapshots/)")
+    _endpoint_argument(push)
+    push.set_defaults(handler=_run_repo_push)
 
-def _run_repo_verify(args: argparse.Namespace) -> int:
-    from tvision_export.verify import first_of_each_kind, verify_repository
+    listing = repo_commands.add_parser("list", help="snapshots under s3://BUCKET/PREFIX")
+    listing.add_argument("uri")
+    _endpoint_argument(listing)
+    listing.set_defaults(handler=_run_repo_list)
 
-    problems = verify_repository(args.repository)
+    gc = repo_commands.add_parser("gc", help="remove all but the newest snapshots")
+    gc.add_argument("uri")
+    gc.add_argument("--keep", type=int, required=True, help="newest complete snapshots to keep")
+    gc.add_argument(
+        "--protect", action="append", default=[], metavar="ID_OR_URI", help="never remove this"
+    )
+    gc.add_argument(
+        "--kustomization",
+        action="append",
+        default=[],
+        type=Path,
+        help="never remove a snapshot named in this file (repeatable)",
+    )
+    gc.add_argument("--dry-run", action="store_true")
+    _endpoint_argument(gc)
+    gc.set_defaults(handler=_run_repo_gc)
+
+
+def _print_problems(where: str, problems: list[Problem]) -> int:
+    from tvision_export.verify import first_of_each_kind
+
     if not problems:
-        print(f"OK: {args.repository} passed every check")
+        print(f"OK: {where} passed every check")
         return 0
-    print(f"FAILED: {len(problems)} problem(s) in {args.repository}")
+    print(f"FAILED: {len(problems)} problem(s) in {where}")
     for problem, count in first_of_each_kind(problems):
         more = f"  (+{count - 1} more of this kind)" if count > 1 else ""
         print(f"  {problem}{more}")
     return 1
+
+
+def _run_repo_verify(args: argparse.Namespace) -> int:
+    from tvision_export import snapshots
+    from tvision_export.verify import verify_repository
+
+    if not snapshots.is_remote(args.repository):
+        return _print_problems(args.repository, verify_repository(Path(args.repository)))
+    try:
+        location = snapshots.StoreLocation.parse(args.repository, args.endpoint_url)
+        with _transfer_progress("downloading") as progress:
+            problems = snapshots.verify_snapshot(location, progress)
+    except snapshots.StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _print_problems(location.uri(), problems)
+
+
+def _run_repo_push(args: argparse.Namespace) -> int:
+    return _push(args.local, args.uri, args.endpoint_url)
+
+
+def _push(local: Path, uri: str, endpoint_url: str | None) -> int:
+    """Push ``local`` as a snapshot under ``uri``, with a progress bar, and say where."""
+    from tvision_export import snapshots
+
+    try:
+        root = snapshots.StoreLocation.parse(uri, endpoint_url)
+        with _transfer_progress("uploading") as progress:
+            result = snapshots.push(local, root, progress)
+    except snapshots.StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if result.already_complete:
+        print("already in the store: this exact repository was pushed before (unchanged)")
+    else:
+        print(
+            f"uploaded {result.uploaded_files} files ({result.uploaded_bytes / 1e6:.1f} MB), "
+            f"copied {result.copied_files} inside the store, skipped {result.skipped_files} "
+            "already there"
+        )
+    print(f"snapshot: {result.location.uri()}")
+    print(f"triton --model-repository: {result.location.triton_uri()}")
+    return 0
+
+
+def _run_repo_list(args: argparse.Namespace) -> int:
+    from tvision_export import snapshots
+
+    try:
+        root = snapshots.StoreLocation.parse(args.uri, args.endpoint_url)
+        infos = snapshots.list_snapshots(root.root)
+    except snapshots.StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not infos:
+        print(f"no snapshots under {root.root.uri()}")
+        return 0
+    print(f"{'snapshot':<18}{'created':<22}{'size MB':>9}  models (versions)")
+    for info in infos:
+        sid = info.location.snapshot_id or "?"
+        if info.manifest is None:
+            print(f"{sid:<18}{'INCOMPLETE':<22}{'':>9}  (no manifest: interrupted push)")
+            continue
+        models = ", ".join(
+            f"{name} ({','.join(map(str, versions))})"
+            for name, versions in info.manifest.models.items()
+        )
+        print(
+            f"{sid:<18}{info.manifest.created:<22}{info.manifest.size_bytes / 1e6:>9.1f}  {models}"
+        )
+    return 0
+
+
+def _run_repo_gc(args: argparse.Namespace) -> int:
+    from tvision_export import snapshots
+
+    try:
+        root = snapshots.StoreLocation.parse(args.uri, args.endpoint_url).root
+        kept, removed = snapshots.garbage_collect(
+            root, args.keep, args.protect, args.kustomization, args.dry_run
+        )
+    except (snapshots.StoreError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    verb = "would remove" if args.dry_run else "removed"
+    for info in removed:
+        print(f"{verb} {info.location.uri()}")
+    print(f"kept {len(kept)} snapshot(s), {verb} {len(removed)}")
+    return 0
+
+
+@contextlib.contextmanager
+def _transfer_progress(verb: str) -> Iterator[Callable[[str, int, int, int, int], None]]:
+    """A progress bar of bytes and files on standard error, for uploads and downloads."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(verb, total=None, files="")
+
+        def update(name: str, done: int, total: int, files_done: int, files: int) -> None:
+            bar.update(task, completed=done, total=total, files=f"{files_done}/{files} files")
+
+        yield update
 
 
 # -- validate ---------------------------------------------------------------------------
@@ -319,7 +557,10 @@ def _add_validate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     validate = subparsers.add_parser(
         "validate", help="served ensemble vs in-process PyTorch on real photos (skew check)"
     )
-    validate.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    validate.add_argument(
+        "--repository", default=str(DEFAULT_REPOSITORY), help="a directory or an s3:// snapshot"
+    )
+    _endpoint_argument(validate)
     validate.add_argument("--url", default="localhost:8001")
     validate.add_argument("--images", type=Path, default=None, help="default: sample photos")
     validate.add_argument("--spec", default="tvision_export.spec:EFFICIENTNET_LITE0")
@@ -344,16 +585,78 @@ def _run_validate(args: argparse.Namespace) -> int:
         if args.max_probability_diff is None
         else args.max_probability_diff
     )
+    from tvision_export import snapshots
+
     try:
         images = validate.collect_images(args.images)
-        outcome = validate.validate_served(
-            load_spec(args.spec), args.repository, args.url, images, args.model
-        )
-    except (FileNotFoundError, ClientError) as exc:
+        with contextlib.ExitStack() as stack:
+            repository = Path(args.repository)
+            if snapshots.is_remote(args.repository):
+                repository = stack.enter_context(
+                    snapshots.local_configs(args.repository, args.endpoint_url)
+                )
+            outcome = validate.validate_served(
+                load_spec(args.spec), repository, args.url, images, args.model
+            )
+    except (FileNotFoundError, ClientError, snapshots.StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(validate.render(outcome, min_agreement, max_diff))
     return 0 if outcome.passed(min_agreement, max_diff) else 1
+
+
+# -- fidelity --------------------------------------------------------------------------
+
+
+def _add_fidelity(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tvision_export.contract import DECODE_HEADROOM, DEFAULT_DECODE
+
+    parser = subparsers.add_parser(
+        "fidelity",
+        help="each JPEG decode strategy against the model's reference preprocessing",
+    )
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--photos", type=Path, default=Path("fidelity-photos"))
+    parser.add_argument(
+        "--build", action="store_true", help="(re)build the photo set from packages first"
+    )
+    parser.add_argument(
+        "--quirks-only", action="store_true", help="with --build: only the hardest sizes"
+    )
+    parser.add_argument(
+        "--strategies",
+        type=lambda text: tuple(part for part in text.split(",") if part),
+        default=tuple(DECODE_HEADROOM),
+        help=f"comma-separated; default all ({','.join(DECODE_HEADROOM)})",
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    parser.set_defaults(handler=_run_fidelity, default_decode=DEFAULT_DECODE)
+
+
+def _run_fidelity(args: argparse.Namespace) -> int:
+    from tvision import fidelity
+    from tvision.validate import latest_classifier_onnx
+    from tvision_export.spec import DEFAULT_SPEC
+
+    def progress(message: str) -> None:
+        print(f"[fidelity] {message}", file=sys.stderr, flush=True)
+
+    try:
+        onnx_path = latest_classifier_onnx(args.repository, DEFAULT_SPEC.name)
+        if args.build:
+            sizes = "quirks" if args.quirks_only else "all"
+            fidelity.build_photo_set(args.photos, sizes, progress=progress)
+        images = sorted(path for path in args.photos.iterdir() if path.is_file())
+    except (FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = fidelity.measure(
+        DEFAULT_SPEC, onnx_path, images, args.strategies, args.default_decode, progress
+    )
+    print(fidelity.render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    return 0
 
 
 # -- bench -----------------------------------------------------------------------------
@@ -461,6 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(subparsers)
     _add_repo(subparsers)
     _add_validate(subparsers)
+    _add_fidelity(subparsers)
     return parser
 
 

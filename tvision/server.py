@@ -5,12 +5,25 @@ not. The launcher prepares a backend directory with the stub for the running int
 sets the library and executable paths the stub needs, starts the server on loopback, waits
 for readiness, and on stop terminates the whole process group so that no python-backend
 stub outlives the server.
+
+Reliability, measured by the fault suite (``tests/e2e/test_faults.py``):
+
+- The server runs in explicit model-control mode, and a watchdog thread notices a python
+  backend stub that died (Triton 2.51 neither restarts it nor reports it) and reloads its
+  model, which starts fresh instances; ``healthy()`` is False from the death until the
+  reload is done, and ``tvision serve --health-port`` answers readiness from it.
+- The server is started through a small exec wrapper that sets PR_SET_PDEATHSIG, not
+  through ``preexec_fn`` (unsafe in a process with threads, such as one running gRPC).
+- Each server's python-backend shared-memory regions carry its own prefix; regions left
+  by servers whose launcher no longer runs are removed at the next start, and a server's
+  own at its stop, as is its temporary directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,24 +31,53 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+# Run by a fresh interpreter between fork and the server: ask for SIGTERM when the launching
+# process dies (even by SIGKILL), so a killed ``tvision serve`` or test run cannot orphan a
+# server; give up if the launcher already died; then become the server.
+_EXEC_WRAPPER = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the launching process dies, even by
-    SIGKILL, so a killed ``tvision serve`` or test run cannot orphan a server."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "tvision_"
+_started = 0  # servers started by this process, for unique shared-memory prefixes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+def remove_stale_shm_regions() -> list[str]:
+    """Remove python-backend regions of servers whose launching process has died."""
+    removed = []
+    for region in SHM_DIR.glob(f"{SHM_PREFIX}*"):
+        owner = region.name[len(SHM_PREFIX) :].split("_", 1)[0]
+        if owner.isdigit() and not _process_alive(int(owner)):
+            with contextlib.suppress(OSError):
+                region.unlink()
+                removed.append(region.name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ServerError(RuntimeError):
@@ -123,7 +165,7 @@ class TritonServer:
 
     def __init__(
         self,
-        repository: Path,
+        repository: Path | str,
         ports: ServerPorts | None = None,
         *,
         address: str = "127.0.0.1",
@@ -131,7 +173,9 @@ class TritonServer:
         exit_timeout_s: int = 20,
         log_path: Path | None = None,
     ) -> None:
-        self.repository = Path(repository).resolve()
+        # A local directory, or a remote repository as Triton spells it (s3://...).
+        self.remote = str(repository).startswith(("s3://", "gs://", "as://"))
+        self.repository: Path | str = str(repository) if self.remote else Path(repository).resolve()
         self.ports = ports or ServerPorts()
         self.address = address
         self.extra_args = list(extra_args)
@@ -139,7 +183,10 @@ class TritonServer:
         self._work_dir: Path | None = None
         self._log_path = log_path
         self._log_handle: IO[bytes] | None = None
+        self._keep_log = log_path is not None
         self.process: subprocess.Popen[bytes] | None = None
+        self.shm_prefix = ""
+        self.watchdog: StubWatchdog | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -172,10 +219,16 @@ class TritonServer:
             f"--metrics-port={self.ports.metrics}",
             "--allow-gpu-metrics=false",
             f"--exit-timeout-secs={self.exit_timeout_s}",
+            # Explicit control lets the watchdog reload a model whose stub died.
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            # A dead stub must not hold an unload (and the server's exit) for 30 s.
+            "--backend-config=python,stub-timeout-seconds=5",
             *self.extra_args,
         ]
 
-    def start(self, ready_timeout_s: float = 240.0) -> TritonServer:
+    def start(self, ready_timeout_s: float = 240.0, heal: bool = True) -> TritonServer:
         """Start the server and block until ``/v2/health/ready`` answers 200.
 
         The server gets SIGTERM if the thread that started it exits, so start it from a
@@ -185,10 +238,14 @@ class TritonServer:
             ServerError: the repository is missing, the server exited, or it was not ready
                 within ``ready_timeout_s``; the message holds the end of the server log.
         """
-        if not self.repository.is_dir():
+        if not self.remote and not Path(self.repository).is_dir():
             raise ServerError(
                 f"model repository {self.repository} does not exist; run 'tvision export' first"
             )
+        global _started
+        _started += 1
+        remove_stale_shm_regions()
+        self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{_started}_"
         self._work_dir = Path(tempfile.mkdtemp(prefix="tvision-server-"))
         backend_dir = prepare_backend_dir(self._work_dir / "backends")
         if self._log_path is None:
@@ -196,19 +253,28 @@ class TritonServer:
         log_handle = self._log_path.open("wb")
         self._log_handle = log_handle
         self.process = subprocess.Popen(
-            self.command(backend_dir),
+            [sys.executable, "-S", "-c", _EXEC_WRAPPER, str(os.getpid()),
+             *self.command(backend_dir)],
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             env=server_environment(),
             start_new_session=True,  # its own process group: stop() reaches every stub
-            preexec_fn=_die_with_parent,
-        )
+        )  # fmt: skip
         try:
             self._wait_until_ready(ready_timeout_s)
+            if heal:
+                self.watchdog = StubWatchdog(self)
+                self.watchdog.start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def healthy(self) -> bool:
+        """Ready, and every model has all its python-backend stubs alive."""
+        if self.process is None or self.process.poll() is not None or not self.is_ready():
+            return False
+        return self.watchdog is None or self.watchdog.healthy
 
     def is_ready(self) -> bool:
         try:
@@ -245,12 +311,21 @@ class TritonServer:
         process = self.process
         if process is None:
             return None
+        healed: list[Heal] = []
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            healed = self.watchdog.heals
+            self.watchdog = None
         wait_s = timeout_s if timeout_s is not None else self.exit_timeout_s + 10
+        stale_instances = len([heal for heal in healed if heal.recovered_s is not None])
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=wait_s)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + wait_s
+            while process.poll() is None and time.monotonic() < deadline:
+                if stale_instances and self._only_stale_models_left(stale_instances):
+                    break  # nothing left to drain; see _only_stale_models_left
+                time.sleep(0.2)
+            if process.poll() is None:
                 process.kill()
                 process.wait()
         # Stubs normally exit with the server; any that did not are in its process group.
@@ -259,10 +334,32 @@ class TritonServer:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+        for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                region.unlink()
         if self._work_dir is not None:
-            shutil.rmtree(self._work_dir / "backends", ignore_errors=True)
+            # The log lives here unless the caller chose its path; read it before stop().
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
+            if not self._keep_log:
+                self._log_path = None
         self.process = None
         return process.returncode
+
+    def _only_stale_models_left(self, stale: int) -> bool:
+        """While shutting down, Triton logs each second how many models are still live.
+        An instance whose stub died never finishes unloading, so a server whose models were
+        healed would sit out the whole exit timeout and exit 1. Once Triton is unloading (no
+        inference is in flight) and no more models are live than instances were replaced,
+        only those are left, and there is nothing to wait for."""
+        lines = self.log_tail(5).splitlines()
+        if not any("unloading models" in line for line in self.log_tail(200).splitlines()):
+            return False
+        for line in reversed(lines):
+            found = re.search(r"Found (\d+) live models and 0 in-flight", line)
+            if found:
+                return int(found.group(1)) <= stale
+        return False
 
     def __enter__(self) -> TritonServer:
         if self.process is None:
@@ -276,3 +373,117 @@ class TritonServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# A config parameter no model reads; changing it is what makes Triton reload a model.
+RELOAD_PARAMETER = "tvision_reload"
+
+
+@dataclass
+class Heal:
+    """One stub death the watchdog noticed, and how long the model took to serve again."""
+
+    model: str
+    noticed_at: float
+    recovered_s: float | None = None
+    error: str = ""
+    reported: bool = False
+
+
+@dataclass
+class StubWatchdog:
+    """Notices a dead python-backend stub and reloads its model (see the module docstring).
+
+    Each model's stub count, as first seen once the server was ready, is what it should
+    have; fewer live (non-zombie) stubs means an instance cannot serve.
+    """
+
+    server: TritonServer
+    interval_s: float = 0.25
+    heals: list[Heal] = field(default_factory=list)
+    healthy: bool = True
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tvision-watchdog", daemon=True)
+        self.expected = {model: len(pids) for model, pids in self.stubs().items()}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def stubs(self) -> dict[str, list[int]]:
+        """Live stub processes by model name."""
+        import psutil
+
+        process = self.server.process
+        found: dict[str, list[int]] = {}
+        if process is None:
+            return found
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            return found
+        for child in children:
+            try:
+                command = child.cmdline()
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.Error:
+                continue
+            if command and command[0].endswith("triton_python_backend_stub"):
+                # The first argument is <repository>/<model>/<version>/model.py.
+                model = Path(command[1]).parent.parent.name
+                found.setdefault(model, []).append(child.pid)
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            live = self.stubs()
+            short = [
+                model for model, count in self.expected.items() if len(live.get(model, [])) < count
+            ]
+            if not short:
+                self.healthy = True
+                continue
+            self.healthy = False
+            for model in short:
+                self._reload(model)
+
+    def _reload(self, model: str) -> None:
+        """Load the model again with its own config, plus a reload counter, as an override.
+
+        Triton 2.51 reloads a model only when its config changed (an identical override is
+        a no-op), so the counter is the change. New instances, with new stubs, replace the
+        old ones, and the old instance with the dead stub is unloaded.
+        """
+        import json
+
+        heal = Heal(model=model, noticed_at=time.monotonic())
+        self.heals.append(heal)
+        base = f"{self.server.http_url}/v2"
+        try:
+            with urllib.request.urlopen(f"{base}/models/{model}/config", timeout=30) as reply:
+                config = json.loads(reply.read())
+            parameters = config.setdefault("parameters", {})
+            parameters[RELOAD_PARAMETER] = {"string_value": str(len(self.heals))}
+            body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+            request = urllib.request.Request(
+                f"{base}/repository/models/{model}/load", data=body, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                reply.read()
+        except (urllib.error.URLError, OSError) as exc:
+            heal.error = str(exc)
+            return
+        # The new stubs are up when the load returns; give the old ones time to go.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if len(self.stubs().get(model, [])) >= self.expected[model]:
+                break
+            time.sleep(0.1)
+        heal.recovered_s = time.monotonic() - heal.noticed_at

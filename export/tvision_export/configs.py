@@ -58,12 +58,19 @@ class ServingOptions:
     queue_timeout_us: int = _option(5_000_000, "queued requests older than this are rejected")
     max_image_pixels: int = _option(40_000_000, "largest image accepted, in pixels")
     max_image_bytes: int = _option(20 * 1024 * 1024, "largest encoded image accepted, in bytes")
+    # See the README for what a request at this budget costs in CPU seconds.
+    max_request_pixels: int = _option(
+        48_000_000, "pixels of all the images in one request together (a CPU budget)"
+    )
     decode: str = _option(
         contract.DEFAULT_DECODE,
         "how JPEGs are decoded: exact (full size, as the reference), or draft-Nx (libjpeg's "
         "DCT-domain 1/2-1/8 scaling, never below N times the resize target)",
         choices=tuple(contract.DECODE_HEADROOM),
     )
+    # libjpeg decodes damaged data with only a warning; this turns it into a clear error,
+    # for about a quarter more JPEG preprocessing CPU (README, "Bad input").
+    strict_jpeg: bool = _option(True, "reject JPEGs whose data libjpeg finds damaged")
     fp16: bool = _option(False, "TensorRT FP16 accelerator (gpu target only)")
     keep_versions: int = _option(2, "how many versions of each model Triton keeps loaded")
 
@@ -224,6 +231,7 @@ def _image_limits(options: ServingOptions) -> dict[str, str]:
     return {
         contract.PARAM_MAX_IMAGE_PIXELS: str(options.max_image_pixels),
         contract.PARAM_MAX_IMAGE_BYTES: str(options.max_image_bytes),
+        contract.PARAM_MAX_REQUEST_PIXELS: str(options.max_request_pixels),
     }
 
 
@@ -231,15 +239,32 @@ def _version_policy(options: ServingOptions) -> dict[str, Any]:
     return {"latest": {"num_versions": options.keep_versions}}
 
 
-def preprocess_config(
-    name: str, preprocess_spec_json: str, input_dims: list[int], options: ServingOptions
-) -> dict[str, Any]:
+def intake_config(name: str, options: ServingOptions) -> dict[str, Any]:
+    """The ensemble's first step: no dynamic batching, so each request is read alone and a
+    malformed BYTES tensor fails only itself (see triton_models/intake.py)."""
+    return {
+        **_python_model_on_cpu(name, options),
+        "output": [{"name": contract.INTAKE_OUTPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+    }
+
+
+def _python_model_on_cpu(name: str, options: ServingOptions) -> dict[str, Any]:
+    """What the intake and preprocessing models share: encoded images in, CPU instances."""
     return {
         "name": name,
         "backend": "python",
         "max_batch_size": options.max_batch_size,
         "version_policy": _version_policy(options),
         "input": [{"name": contract.ENSEMBLE_INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "instance_group": [{"kind": "KIND_CPU", "count": options.preprocess_instances}],
+    }
+
+
+def preprocess_config(
+    name: str, preprocess_spec_json: str, input_dims: list[int], options: ServingOptions
+) -> dict[str, Any]:
+    return {
+        **_python_model_on_cpu(name, options),
         "output": [
             {
                 "name": contract.PREPROCESS_OUTPUT,
@@ -247,7 +272,6 @@ def preprocess_config(
                 "dims": list(input_dims),
             }
         ],
-        "instance_group": [{"kind": "KIND_CPU", "count": options.preprocess_instances}],
         **_batching(options),
         "model_warmup": [
             {
@@ -266,6 +290,7 @@ def preprocess_config(
             {
                 contract.PARAM_PREPROCESS_SPEC: preprocess_spec_json,
                 contract.PARAM_DECODE: options.decode,
+                contract.PARAM_STRICT_JPEG: contract.encode_bool(options.strict_jpeg),
                 **_image_limits(options),
             }
         ),
@@ -345,6 +370,7 @@ def classifier_config(
 
 def ensemble_config(
     name: str,
+    intake_name: str,
     preprocess_name: str,
     classifier_name: str,
     onnx_input: str,
@@ -372,9 +398,15 @@ def ensemble_config(
         "ensemble_scheduling": {
             "step": [
                 {
-                    "model_name": preprocess_name,
+                    "model_name": intake_name,
                     "model_version": -1,
                     "input_map": {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_INPUT},
+                    "output_map": {contract.INTAKE_OUTPUT: contract.ENSEMBLE_CHECKED},
+                },
+                {
+                    "model_name": preprocess_name,
+                    "model_version": -1,
+                    "input_map": {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_CHECKED},
                     "output_map": {contract.PREPROCESS_OUTPUT: contract.ENSEMBLE_PIXELS},
                 },
                 {

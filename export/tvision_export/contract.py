@@ -20,6 +20,10 @@ from typing import Literal
 # The ensemble: encoded image bytes in, class probabilities out.
 ENSEMBLE_INPUT = "IMAGE"
 ENSEMBLE_OUTPUT = "PROBABILITIES"
+# The intake model's output: the same encoded images, checked one request at a time.
+INTAKE_OUTPUT = "IMAGE_CHECKED"
+# The ensemble's internal tensor between intake and preprocessing.
+ENSEMBLE_CHECKED = "image"
 # The preprocessing model's output, which the ensemble feeds to the classifier.
 PREPROCESS_OUTPUT = "PIXELS"
 # The ensemble's internal tensor between its two steps.
@@ -48,6 +52,7 @@ WARMUP_IMAGE_FILE = "sample_image"
 
 # -- model names ----------------------------------------------------------------------------
 
+INTAKE_SUFFIX = "_intake"
 PREPROCESS_SUFFIX = "_preprocess"
 CLASSIFIER_SUFFIX = "_classifier"
 
@@ -57,6 +62,8 @@ CLASSIFIER_SUFFIX = "_classifier"
 PARAM_PREPROCESS_SPEC = "preprocess_spec"
 PARAM_MAX_IMAGE_PIXELS = "max_image_pixels"
 PARAM_MAX_IMAGE_BYTES = "max_image_bytes"
+PARAM_MAX_REQUEST_PIXELS = "max_request_pixels"
+PARAM_STRICT_JPEG = "strict_jpeg"
 PARAM_DECODE = "decode"
 # Classifier model on the cpu target.
 PARAM_INTRA_OP_THREADS = "intra_op_num_threads"

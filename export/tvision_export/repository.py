@@ -5,6 +5,8 @@ Layout for a spec named ``NAME`` (version ``V``)::
     model_repository/
       NAME/                     ensemble: image bytes in, probabilities out
         config.pbtxt  labels.txt  V/manifest.json
+      NAME_intake/              python backend, one request at a time (isolates bad tensors)
+        config.pbtxt  V/model.py  V/contract.py
       NAME_preprocess/          python backend: decode, resize, crop, normalise
         config.pbtxt  warmup/sample_image  V/model.py  V/contract.py
       NAME_classifier/          cpu: python backend + ONNX Runtime; gpu: onnxruntime_onnx
@@ -38,6 +40,7 @@ from tvision_export.spec import write_labels
 @dataclass(frozen=True)
 class ModelNames:
     ensemble: str
+    intake: str
     preprocess: str
     classifier: str
 
@@ -45,12 +48,13 @@ class ModelNames:
     def for_model(cls, name: str) -> ModelNames:
         return cls(
             ensemble=name,
+            intake=name + contract.INTAKE_SUFFIX,
             preprocess=name + contract.PREPROCESS_SUFFIX,
             classifier=name + contract.CLASSIFIER_SUFFIX,
         )
 
-    def all(self) -> tuple[str, str, str]:
-        return (self.ensemble, self.preprocess, self.classifier)
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.ensemble, self.intake, self.preprocess, self.classifier)
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ def write_version(
         names.ensemble: configs.render(
             configs.ensemble_config(
                 names.ensemble,
+                names.intake,
                 names.preprocess,
                 names.classifier,
                 source.onnx_input,
@@ -157,6 +162,7 @@ def write_version(
                 options,
             )
         ),
+        names.intake: configs.render(configs.intake_config(names.intake, options)),
         names.preprocess: configs.render(
             configs.preprocess_config(
                 names.preprocess, source.preprocess_spec_json, source.input_dims, options
@@ -187,7 +193,7 @@ def write_version(
         (warmup_dir / contract.WARMUP_IMAGE_FILE).write_bytes(
             _serialized_bytes_element(source.warmup_image)
         )
-        python_models = {names.preprocess: "preprocess.py"}
+        python_models = {names.intake: "intake.py", names.preprocess: "preprocess.py"}
         if options.target == "cpu":
             python_models[names.classifier] = "classifier_onnxruntime.py"
         for model_name, source_file in python_models.items():

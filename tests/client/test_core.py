@@ -9,7 +9,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2
 
-from tvision_client import RetryPolicy
+from tvision_client import RetryPolicy, RetryStats
 from tvision_client._core import (
     Deadline,
     RetryingCall,
@@ -138,3 +138,61 @@ def test_retrying_call_raises_at_once_on_a_non_retryable_code() -> None:
     with pytest.raises(InvalidInputError):
         call.after_failure(0, _Unavailable(grpc.StatusCode.INVALID_ARGUMENT))
     assert call.attempts == 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_budget_caps_retries_to_a_fraction_of_recent_calls() -> None:
+    from tvision_client._core import RetryBudget
+
+    clock = _Clock()
+    budget = RetryBudget(
+        RetryPolicy(budget_ratio=0.1, budget_reserve_per_s=0.1, budget_window_s=10.0), clock
+    )
+    for _ in range(100):
+        budget.record_call()
+    granted = sum(budget.try_retry() for _ in range(50))
+    assert granted == 11  # 10% of 100 calls, plus a reserve of 0.1/s over 10 s
+    assert budget.stats() == RetryStats(calls=100, retries=11, refused=39)
+    clock.now += 11  # the window has passed: a lone failure is retried again
+    budget.record_call()
+    assert budget.try_retry()
+
+
+def test_not_found_is_retried_elsewhere_only_while_another_endpoint_is_left() -> None:
+    from tvision_client import ModelNotFoundError
+    from tvision_client._core import EndpointCoolDown
+
+    cool_down = EndpointCoolDown()
+    call = RetryingCall(
+        RetryPolicy(initial_backoff_s=0.0), Deadline(10.0), "classify",
+        endpoints=2, cool_down=cool_down,
+    )  # fmt: skip
+    call.remaining_s()
+    assert call.after_failure(0, _Unavailable(grpc.StatusCode.NOT_FOUND)) >= 0
+    assert call.avoid() == {0} and cool_down.cooling() == {0}
+    call.remaining_s()
+    with pytest.raises(ModelNotFoundError):
+        call.after_failure(1, _Unavailable(grpc.StatusCode.NOT_FOUND))
+    single = RetryingCall(RetryPolicy(), Deadline(10.0), "classify", endpoints=1)
+    single.remaining_s()
+    with pytest.raises(ModelNotFoundError):
+        single.after_failure(0, _Unavailable(grpc.StatusCode.NOT_FOUND))
+
+
+def test_a_refused_retry_says_the_budget_is_spent() -> None:
+    from tvision_client import UnavailableError
+    from tvision_client._core import RetryBudget
+
+    budget = RetryBudget(RetryPolicy(budget_ratio=0.0, budget_reserve_per_s=0.0))
+    call = RetryingCall(RetryPolicy(), Deadline(10.0), "classify", budget=budget)
+    call.remaining_s()
+    with pytest.raises(UnavailableError, match="retry budget is spent"):
+        call.after_failure(0, _Unavailable())
+    assert budget.stats().refused == 1

@@ -23,6 +23,7 @@ DOCUMENTED_NAMES = {
     "Prediction",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "RetryStats",
     "ServerError",
     "TLSConfig",
     "UnavailableError",

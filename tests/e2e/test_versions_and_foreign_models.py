@@ -56,11 +56,11 @@ def _snapshot(root: Path) -> dict[str, str]:
 # -- versions ----------------------------------------------------------------------------
 
 
-# Renames 1-3 move the three version directories; 4 onwards replace model-level files
+# Renames 1-4 move the four version directories; 5 onwards replace model-level files
 # (config, labels, warmup image), whose earlier copies must then be restored.
 @pytest.mark.parametrize(
     ("fail_at", "failing_rename"),
-    [("staging", None), ("moving versions", 3), ("moving model files", 5)],
+    [("staging", None), ("moving versions", 3), ("moving model files", 6)],
 )
 def test_failed_export_leaves_the_previous_version_intact_and_serving(
     cpu_repository, default_source, tmp_path, monkeypatch, fail_at, failing_rename
@@ -92,7 +92,7 @@ def test_failed_export_leaves_the_previous_version_intact_and_serving(
     monkeypatch.undo()
     if fail_at == "moving model files":
         # The failure hit after a live config was replaced: the restore path really ran.
-        assert calls[3].name == contract.CONFIG_FILE and len(calls) > failing_rename
+        assert calls[failing_rename - 2].name == contract.CONFIG_FILE
     assert _snapshot(live) == before
     assert not list(tmp_path.glob(".model_repository.staging-*"))
     assert verify_repository(live) == []

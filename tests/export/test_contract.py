@@ -48,6 +48,7 @@ def test_ensemble_limits_are_what_the_sdk_reads() -> None:
     options = ServingOptions(max_image_bytes=4242)
     config = configs.ensemble_config(
         "m",
+        "m_intake",
         "m_preprocess",
         "m_classifier",
         contract.ONNX_INPUT,

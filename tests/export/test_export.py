@@ -90,10 +90,17 @@ def test_ensemble_wires_preprocess_into_classifier(cpu_repository: Path) -> None
     parsed = _configs(cpu_repository)
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     steps = parsed[names.ensemble].ensemble_scheduling.step
-    assert [step.model_name for step in steps] == [names.preprocess, names.classifier]
+    assert [step.model_name for step in steps] == [names.intake, names.preprocess, names.classifier]
+    intake, preprocess, classifier = steps
     assert (
-        steps[0].output_map[contract.PREPROCESS_OUTPUT] == steps[1].input_map[contract.ONNX_INPUT]
+        intake.output_map[contract.INTAKE_OUTPUT] == preprocess.input_map[contract.ENSEMBLE_INPUT]
     )
+    assert (
+        preprocess.output_map[contract.PREPROCESS_OUTPUT]
+        == (classifier.input_map[contract.ONNX_INPUT])
+    )
+    # The intake step takes requests one at a time: no dynamic batching there.
+    assert not parsed[names.intake].HasField("dynamic_batching")
     classifier_output = parsed[names.classifier].output[0]
     assert classifier_output.label_filename == contract.LABELS_FILE
     assert list(classifier_output.dims) == [1000]

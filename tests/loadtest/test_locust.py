@@ -97,22 +97,26 @@ except FileNotFoundError as exc:
     assert "missing: no images (.jpg, .jpeg, .png, .webp, .bmp) found at" in completed.stdout
 
 
-def test_step_ramp_holds_each_level_then_stops(monkeypatch) -> None:
-    monkeypatch.setenv("TVISION_RAMP_STEP_USERS", "3")
-    monkeypatch.setenv("TVISION_RAMP_STEPS", "2")
-    monkeypatch.setenv("TVISION_RAMP_HOLD_S", "10")
-    sys.path.insert(0, str(LOCUSTFILE.parent))
-    try:
-        sys.modules.pop("shapes", None)
-        import shapes
-    finally:
-        sys.path.remove(str(LOCUSTFILE.parent))
-    ramp = shapes.StepRamp()
-    ticks = {}
-    for elapsed_s in (0.0, 9.9, 10.0, 19.9, 20.0):
-        monkeypatch.setattr(ramp, "get_run_time", lambda elapsed_s=elapsed_s: elapsed_s)
-        ticks[elapsed_s] = ramp.tick()
-    assert ticks == {0.0: (3, 3.0), 9.9: (3, 3.0), 10.0: (6, 3.0), 19.9: (6, 3.0), 20.0: None}
+def test_step_ramp_holds_each_level_then_stops() -> None:
+    """In a fresh interpreter: importing locust monkey-patches the process for gevent."""
+    script = f"""
+import os, sys
+os.environ.update(TVISION_RAMP_STEP_USERS="3", TVISION_RAMP_STEPS="2", TVISION_RAMP_HOLD_S="10")
+sys.path.insert(0, {str(LOCUSTFILE.parent)!r})
+import shapes
+ramp = shapes.StepRamp()
+for elapsed_s in (0.0, 9.9, 10.0, 19.9, 20.0):
+    ramp.get_run_time = lambda elapsed_s=elapsed_s: elapsed_s
+    print(elapsed_s, ramp.tick())
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    ticks = dict(line.split(" ", 1) for line in completed.stdout.splitlines())
+    assert ticks == {
+        "0.0": "(3, 3.0)", "9.9": "(3, 3.0)", "10.0": "(6, 3.0)", "19.9": "(6, 3.0)", "20.0": "None"
+    }  # fmt: skip
 
 
 @pytest.mark.e2e

@@ -67,6 +67,8 @@ def preprocessor(spec: ModelSpec, options: ServingOptions) -> Any:
         options.max_image_pixels,
         options.max_image_bytes,
         options.decode,
+        max_request_pixels=options.max_request_pixels,
+        strict_jpeg=options.strict_jpeg,
     )
 
 

@@ -29,6 +29,7 @@ from tvision_client._types import (
     ModelInfo,
     Prediction,
     RetryPolicy,
+    RetryStats,
     TLSConfig,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "Prediction",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "RetryStats",
     "ServerError",
     "TLSConfig",
     "UnavailableError",

@@ -47,7 +47,7 @@ class AsyncClient(ClientBase):
     async def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> Any:
         call = self._retrying_call(timeout_s, what)
         while True:
-            index, stub = self._pick(call.failed_endpoints)
+            index, stub = self._pick(call.avoid())
             try:
                 return await getattr(stub, method)(
                     request, timeout=call.remaining_s(), metadata=self._metadata

@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tvision_client import _core
 from tvision_client._errors import ClientError
 from tvision_client._images import ImageInput, encode_image
-from tvision_client._types import ModelInfo, RetryPolicy, TLSConfig
+from tvision_client._types import ModelInfo, RetryPolicy, RetryStats, TLSConfig
 
 # (target, credentials or None for plaintext, options) -> a grpc or grpc.aio channel
 ChannelFactory = Callable[[str, "grpc.ChannelCredentials | None", list[tuple[str, Any]]], Any]
@@ -50,6 +50,8 @@ class ClientBase:
         ]
         self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self._channels]
         self._round_robin = _core.RoundRobin(len(self._stubs))
+        self._retry_budget = _core.RetryBudget(self.retry)
+        self._cool_down = _core.EndpointCoolDown()
         self._lock = threading.Lock()
         self._model_info: dict[str, ModelInfo] = {}
 
@@ -57,7 +59,18 @@ class ClientBase:
         return _core.Deadline(timeout_s if timeout_s is not None else self.timeout_s)
 
     def _retrying_call(self, timeout_s: float | None, what: str) -> _core.RetryingCall:
-        return _core.RetryingCall(self.retry, self._deadline(timeout_s), what)
+        return _core.RetryingCall(
+            self.retry,
+            self._deadline(timeout_s),
+            what,
+            endpoints=len(self._stubs),
+            budget=self._retry_budget,
+            cool_down=self._cool_down,
+        )
+
+    def retry_stats(self) -> RetryStats:
+        """Calls made, retries spent and retries the budget refused, since the client began."""
+        return self._retry_budget.stats()
 
     def _pick(self, failed: set[int]) -> tuple[int, Any]:
         with self._lock:

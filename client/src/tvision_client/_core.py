@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import random
 import struct
+import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -23,7 +25,14 @@ from tvision_client._errors import (
     ModelNotFoundError,
     error_class_for,
 )
-from tvision_client._types import Classification, ModelInfo, Prediction, RetryPolicy, TLSConfig
+from tvision_client._types import (
+    Classification,
+    ModelInfo,
+    Prediction,
+    RetryPolicy,
+    RetryStats,
+    TLSConfig,
+)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_TIMEOUT_S = 30.0
@@ -32,6 +41,11 @@ DEFAULT_MAX_CONCURRENCY = 16
 
 # Only these codes are retried: the request was not run (no server, or load shed).
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# Retried on another endpoint only: a replica that is stopping unloads its models before it
+# closes its port, and answers NOT_FOUND meanwhile; another replica still has the model.
+_RETRYABLE_ELSEWHERE = frozenset({grpc.StatusCode.NOT_FOUND})
+# How long an endpoint that just failed a call is passed over by the next calls.
+ENDPOINT_COOL_DOWN_S = 1.0
 
 
 # -- endpoints and channels ---------------------------------------------------------------
@@ -145,16 +159,86 @@ def retry_delay_s(
     return delay
 
 
+class RetryBudget:
+    """Retries may add at most ``ratio`` of the calls of the last ``window_s``, plus a
+    reserve of ``reserve_per_s``: a shedding server is not answered with more load, while a
+    lone failure on an idle server is still retried. Thread-safe; one per client."""
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ratio = policy.budget_ratio
+        self.reserve = policy.budget_reserve_per_s * policy.budget_window_s
+        self.window_s = policy.budget_window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._calls: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self.total_calls = self.total_retries = self.refused = 0
+
+    def _now(self) -> float:
+        now = self._clock()
+        horizon = now - self.window_s
+        for times in (self._calls, self._retries):
+            while times and times[0] < horizon:
+                times.popleft()
+        return now
+
+    def record_call(self) -> None:
+        with self._lock:
+            self._calls.append(self._now())
+            self.total_calls += 1
+
+    def try_retry(self) -> bool:
+        """Spend one retry if the budget allows it; count a refusal otherwise."""
+        with self._lock:
+            now = self._now()
+            if len(self._retries) + 1 > self.ratio * len(self._calls) + self.reserve:
+                self.refused += 1
+                return False
+            self._retries.append(now)
+            self.total_retries += 1
+            return True
+
+    def stats(self) -> RetryStats:
+        with self._lock:
+            return RetryStats(self.total_calls, self.total_retries, self.refused)
+
+
+class EndpointCoolDown:
+    """Endpoints that failed a call recently; the next calls pass them over for a while."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until: dict[int, float] = {}
+
+    def failed(self, endpoint: int) -> None:
+        with self._lock:
+            self._until[endpoint] = self._clock() + ENDPOINT_COOL_DOWN_S
+
+    def cooling(self) -> set[int]:
+        now = self._clock()
+        with self._lock:
+            return {endpoint for endpoint, until in self._until.items() if until > now}
+
+
 class RetryingCall:
     """One call's retry state: its deadline, attempts made, and the endpoints that failed it.
 
-    The clients loop: pick an endpoint avoiding ``failed_endpoints``, call with
-    ``remaining_s()``, and on an ``RpcError`` sleep (or await) ``after_failure(...)``,
-    which raises the mapped ``ClientError`` when the failure is final.
+    The clients loop: pick an endpoint avoiding ``avoid()``, call with ``remaining_s()``,
+    and on an ``RpcError`` sleep (or await) ``after_failure(...)``, which raises the mapped
+    ``ClientError`` when the failure is final, or the client's retry budget is spent.
     """
 
     def __init__(
-        self, policy: RetryPolicy, deadline: Deadline, what: str, rng: random.Random | None = None
+        self,
+        policy: RetryPolicy,
+        deadline: Deadline,
+        what: str,
+        rng: random.Random | None = None,
+        *,
+        endpoints: int = 1,
+        budget: RetryBudget | None = None,
+        cool_down: EndpointCoolDown | None = None,
     ) -> None:
         self.policy = policy
         self.deadline = deadline
@@ -162,6 +246,16 @@ class RetryingCall:
         self.attempts = 0
         self.failed_endpoints: set[int] = set()
         self._rng = rng
+        self._endpoints = endpoints
+        self._budget = budget
+        self._cool_down = cool_down
+        if budget is not None:
+            budget.record_call()
+
+    def avoid(self) -> set[int]:
+        """Endpoints this attempt should not use: those that failed it or cool down."""
+        cooling = self._cool_down.cooling() if self._cool_down is not None else set()
+        return self.failed_endpoints | cooling
 
     def remaining_s(self) -> float:
         """Call this as each attempt starts: it counts the attempt."""
@@ -177,9 +271,17 @@ class RetryingCall:
         """
         self.failed_endpoints.add(endpoint)
         code = exc.code() if hasattr(exc, "code") else None
-        delay = retry_delay_s(code, self.attempts, self.policy, self.deadline, self._rng)
+        elsewhere = code in _RETRYABLE_ELSEWHERE and len(self.failed_endpoints) < self._endpoints
+        if (code in _RETRYABLE or elsewhere) and self._cool_down is not None:
+            self._cool_down.failed(endpoint)
+        retry_as = grpc.StatusCode.UNAVAILABLE if elsewhere else code
+        delay = retry_delay_s(retry_as, self.attempts, self.policy, self.deadline, self._rng)
         if delay is None:
             raise map_rpc_error(exc, self.what, self.deadline) from exc
+        if self._budget is not None and not self._budget.try_retry():
+            error = map_rpc_error(exc, self.what, self.deadline)
+            error.args = (f"{error.args[0]} (not retried: the client's retry budget is spent)",)
+            raise error from exc
         return delay
 
 

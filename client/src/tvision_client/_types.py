@@ -44,15 +44,33 @@ class RetryPolicy:
     initial_backoff_s: float = 0.05
     max_backoff_s: float = 1.0
     multiplier: float = 2.0
+    # The retry budget, shared by every thread and task of one client: retries may add at
+    # most this fraction of the calls made in the last ``budget_window_s``, plus a small
+    # reserve, so that a shedding server is not answered with more load (as gRPC's retry
+    # throttling and Finagle's retry budget do).
+    budget_ratio: float = 0.1
+    budget_reserve_per_s: float = 2.0
+    budget_window_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.budget_ratio < 0 or self.budget_reserve_per_s < 0 or self.budget_window_s <= 0:
+            raise ValueError("the retry budget needs a non-negative ratio and reserve")
         if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
             raise ValueError("backoff values must be non-negative and multiplier >= 1")
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class RetryStats:
+    """What a client's retry budget has done so far (``Client.retry_stats()``)."""
+
+    calls: int
+    retries: int
+    refused: int
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:  # libjpeg-turbo in strict mode, for damaged JPEG data (see _check_jpeg_data)
+    import simplejpeg
+except ImportError:  # pragma: no cover - only a repository exported without strict checks
+    simplejpeg = None
+
 
 def _load_contract() -> ModuleType:
     """The names shared with the exporter: the copy beside this file inside a model
@@ -51,7 +56,11 @@ contract = _load_contract()
 # Pillow's own bomb check warns or raises at its own thresholds; ours is explicit below.
 Image.MAX_IMAGE_PIXELS = None
 
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP"})
+# MPO (multi-picture JPEG, written by many phone cameras) is read as its primary picture.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+# 16-bit (and 32-bit integer) grayscale modes: scaled to 8 bits, never clipped.
+_HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
 class ImageRejected(Exception):
@@ -70,6 +79,8 @@ class ImagePreprocessor:
         max_image_pixels: int,
         max_image_bytes: int,
         decode: str = "exact",
+        max_request_pixels: int | None = None,
+        strict_jpeg: bool = False,
     ) -> None:
         self.resize_short_px = int(spec["resize_short_px"])
         self.crop_px = int(spec["crop_px"])
@@ -81,6 +92,13 @@ class ImagePreprocessor:
         self.multiplier = (1.0 / (scale * std)).astype(np.float32)
         self.offset = (-mean / std).astype(np.float32)
         self.max_image_pixels = max_image_pixels
+        if strict_jpeg and simplejpeg is None:
+            raise RuntimeError(
+                "strict JPEG checks need the simplejpeg package: pip install simplejpeg"
+            )
+        self.strict_jpeg = strict_jpeg
+        # All the images of one request together: one small request cannot buy minutes of CPU.
+        self.max_request_pixels = max_request_pixels or max_image_pixels
         self.max_image_bytes = max_image_bytes
         if decode not in contract.DECODE_HEADROOM:
             raise ValueError(
@@ -165,7 +183,9 @@ class ImagePreprocessor:
             )
         if width < 1 or height < 1:
             raise ImageRejected(f"{where}: image has no pixels ({width}x{height})")
-        if image.format == "JPEG":
+        if image.format in _JPEG_FORMATS:
+            if self.strict_jpeg:
+                _check_jpeg_data(bytes(data), where)
             reduction = self.jpeg_reduction(width, height)
             if reduction > 1:
                 # Pillow picks the largest power of two that keeps the decoded size at or
@@ -184,6 +204,29 @@ class ImagePreprocessor:
         # The size the reference sees: the full-resolution image, upright.
         upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
         return image, upright
+
+    def check_request_budget(self, items: Any) -> None:
+        """Reject a request whose images hold more pixels in all than the budget, from
+        their headers alone, before any is decoded.
+
+        Raises:
+            ImageRejected: over the budget; the message names it.
+        """
+        total = 0
+        for item in items:
+            if not isinstance(item, (bytes, bytearray)) or not item:
+                continue  # decode() names these problems, image by image
+            try:
+                width, height = Image.open(io.BytesIO(item)).size
+            except Exception:  # an unreadable header is decode()'s to name
+                continue
+            if width * height <= self.max_image_pixels:  # decode() names a single bomb
+                total += width * height
+        if total > self.max_request_pixels:
+            raise ImageRejected(
+                f"request holds {total} pixels over {len(items)} images, above the per-request "
+                f"budget of {self.max_request_pixels} pixels; send fewer or smaller images"
+            )
 
     def jpeg_reduction(self, width: int, height: int) -> int:
         """The DCT-domain scale-down (1, 2, 4 or 8) this strategy decodes a JPEG with."""
@@ -229,8 +272,30 @@ _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
+def _check_jpeg_data(data: bytes, where: str) -> None:
+    """Reject damaged JPEG data, which libjpeg would decode with only a warning.
+
+    Pillow does not surface libjpeg's warnings, so the data is decoded once more at 1/8
+    scale by libjpeg-turbo through simplejpeg in strict mode, which raises on them. Bit
+    errors that leave a valid JPEG stream cannot be detected by any decoder.
+
+    Raises:
+        ImageRejected: the data is damaged; the message quotes libjpeg.
+    """
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
+    except ValueError as exc:
+        raise ImageRejected(f"{where}: damaged JPEG data: {exc}") from exc
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, palette, CMYK and alpha images all become RGB; alpha over white."""
+    """Grayscale, palette, CMYK and alpha images all become RGB; alpha over white;
+    16-bit grayscale is scaled to 8 bits (``convert`` would clip it to white)."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        wide = np.asarray(image).astype(np.uint32)
+        peak = 65535 if image.mode != "I" or wide.max(initial=0) > 255 else 255
+        scaled = (wide * 255 + peak // 2) // peak
+        image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -250,6 +315,8 @@ def preprocessor_from_config(model_config: dict[str, Any]) -> ImagePreprocessor:
         max_image_pixels=int(parameters[contract.PARAM_MAX_IMAGE_PIXELS]),
         max_image_bytes=int(parameters[contract.PARAM_MAX_IMAGE_BYTES]),
         decode=parameters[contract.PARAM_DECODE],
+        max_request_pixels=int(parameters[contract.PARAM_MAX_REQUEST_PIXELS]),
+        strict_jpeg=contract.decode_bool(parameters[contract.PARAM_STRICT_JPEG]),
     )
 
 
@@ -268,17 +335,22 @@ class TritonPythonModel:
         crops: list[np.ndarray] = []
         outcomes: list[int | str] = []  # images in the request, or the error message
         for request in requests:
-            encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             try:
+                # Reading the tensor is inside the isolation too: a malformed BYTES tensor
+                # (a length prefix past the data) raises here, for its own request only.
+                encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+                items = encoded.reshape(-1)
+                self.preprocessor.check_request_budget(items)
                 decoded = [
-                    self.preprocessor.decode(item, position)
-                    for position, item in enumerate(encoded.reshape(-1))
+                    self.preprocessor.decode(item, position) for position, item in enumerate(items)
                 ]
             except ImageRejected as exc:
                 outcomes.append(str(exc))
                 continue
             except Exception as exc:  # one bad request must never fail the others
-                outcomes.append(f"cannot preprocess image: {type(exc).__name__}: {exc}")
+                outcomes.append(
+                    f"cannot read or preprocess the request: {type(exc).__name__}: {exc}"
+                )
                 continue
             crops.extend(decoded)
             outcomes.append(len(decoded))
