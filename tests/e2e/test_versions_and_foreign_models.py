@@ -85,8 +85,9 @@ def test_failed_export_leaves_the_previous_version_intact_and_serving(
             return real_replace(source, destination)
 
         monkeypatch.setattr(repository.os, "replace", flaky_replace)
-    # Model-level files differ from the live ones, so a missed restore shows in the snapshot.
-    options = ServingOptions(max_queue_size=17)
+    # Every model-level config differs from the live one (the ensemble's too: its version
+    # policy and image limits), so a missed restore shows in the snapshot.
+    options = ServingOptions(max_queue_size=17, keep_versions=3, max_image_bytes=12_345_678)
     with pytest.raises(OSError, match="injected failure"):
         write_version(live, DEFAULT_SPEC.name, default_source, options)
     monkeypatch.undo()

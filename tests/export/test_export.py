@@ -215,3 +215,53 @@ def test_every_serving_option_is_a_cli_flag_with_help() -> None:
     options = ServingOptions.from_arguments(parsed)
     assert (options.target, options.fp16, options.preferred_batch_sizes) == ("gpu", True, (8, 16))
     assert options.max_batch_size == ServingOptions().max_batch_size  # unset flags keep defaults
+
+
+def test_an_nhwc_spec_exports_nhwc_and_validates(tmp_path) -> None:
+    """The spec's layout means what it says: the exported graph takes NHWC input."""
+    import dataclasses
+
+    import onnx
+
+    from tvision_export.exporter import export_model
+
+    nhwc = dataclasses.replace(
+        DEFAULT_SPEC,
+        name="lite0_nhwc",
+        preprocess=dataclasses.replace(DEFAULT_SPEC.preprocess, layout="NHWC"),
+    )
+    result = export_model(nhwc, tmp_path / "repository", ServingOptions())
+    assert result.validation.max_abs_diff <= nhwc.validation.atol
+    graph_input = onnx.load(str(result.written.classifier_onnx)).graph.input[0]
+    dims = [d.dim_value or d.dim_param for d in graph_input.type.tensor_type.shape.dim]
+    assert dims[1:] == [224, 224, 3]
+    photo = next(c for c in result.validation.checks if c.input_name.startswith("photo"))
+    assert photo.onnx_top1 == [967]  # espresso, through NHWC preprocessing and the graph
+
+
+def test_export_cli_flags_reach_the_configs(tmp_path) -> None:
+    from tests.helpers import run_tvision
+
+    repository = tmp_path / "repository"
+    completed = run_tvision(
+        "export", "--repository", str(repository), "--target", "gpu", "--fp16",
+        "--spec", "tvision_export.spec:EFFICIENTNET_LITE0", "--keep-versions", "3",
+        "--max-image-pixels", "1000000", "--max-image-bytes", "2000000",
+        "--queue-timeout-us", "123456", "--decode", "exact", timeout_s=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    parsed = _configs(repository)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    classifier = parsed[names.classifier]
+    assert classifier.platform == "onnxruntime_onnx"
+    (accelerator,) = classifier.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert all(config.version_policy.latest.num_versions == 3 for config in parsed.values())
+    preprocess = parsed[names.preprocess]
+    assert preprocess.parameters[contract.PARAM_MAX_IMAGE_PIXELS].string_value == "1000000"
+    assert preprocess.parameters[contract.PARAM_MAX_IMAGE_BYTES].string_value == "2000000"
+    assert preprocess.parameters[contract.PARAM_DECODE].string_value == "exact"
+    policy = preprocess.dynamic_batching.default_queue_policy
+    assert policy.default_timeout_microseconds == 123456
+    bad = run_tvision("export", "--repository", str(repository), "--fp16", timeout_s=120)
+    assert bad.returncode == 1 and "fp16" in bad.stderr
