@@ -14,9 +14,9 @@ Reliability, measured by the fault suite (``tests/e2e/test_faults.py``):
   reload is done, and ``tvision serve --health-port`` answers readiness from it.
 - The server is started through a small exec wrapper that sets PR_SET_PDEATHSIG, not
   through ``preexec_fn`` (unsafe in a process with threads, such as one running gRPC).
-- Each server's python-backend shared-memory regions carry its own prefix; regions left
-  by servers whose launcher no longer runs are removed at the next start, and a server's
-  own at its stop, as is its temporary directory.
+- Each server's python-backend shared-memory regions and temporary directory carry its
+  launcher's pid; those of launchers that no longer run (killed, say, by SIGKILL) are
+  removed at the next start, and a server's own at its stop.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ SHM_PREFIX = "tvision_"
 _started = 0  # servers started by this process, for unique shared-memory prefixes
 
 
+WORK_DIR_PREFIX = "tvision-server-"
+
+
 def remove_stale_shm_regions() -> list[str]:
     """Remove python-backend regions of servers whose launching process has died."""
     removed = []
@@ -67,6 +70,17 @@ def remove_stale_shm_regions() -> list[str]:
             with contextlib.suppress(OSError):
                 region.unlink()
                 removed.append(region.name)
+    return removed
+
+
+def remove_stale_work_dirs() -> list[str]:
+    """Remove the temporary directories of launchers that died without stopping (SIGKILL)."""
+    removed = []
+    for work_dir in Path(tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}*"):
+        owner = work_dir.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _process_alive(int(owner)):
+            shutil.rmtree(work_dir, ignore_errors=True)
+            removed.append(work_dir.name)
     return removed
 
 
@@ -245,8 +259,9 @@ class TritonServer:
         global _started
         _started += 1
         remove_stale_shm_regions()
+        remove_stale_work_dirs()
         self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{_started}_"
-        self._work_dir = Path(tempfile.mkdtemp(prefix="tvision-server-"))
+        self._work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"))
         backend_dir = prepare_backend_dir(self._work_dir / "backends")
         if self._log_path is None:
             self._log_path = self._work_dir / "tritonserver.log"

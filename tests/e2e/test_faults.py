@@ -12,12 +12,14 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -28,7 +30,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tests.e2e.conftest import FaultRow
 from tests.helpers import ROOT
 from tvision.health import HealthEndpoint
-from tvision.server import SHM_DIR, SHM_PREFIX, ServerPorts, TritonServer
+from tvision.server import SHM_DIR, SHM_PREFIX, WORK_DIR_PREFIX, ServerPorts, TritonServer
 from tvision_client import AsyncClient, Client, ClientError, InvalidInputError
 from tvision_export import contract
 from tvision_export.configs import ServingOptions
@@ -317,9 +319,12 @@ def test_no_leftovers_and_stale_regions_are_removed(cpu_repository) -> None:
     dead.wait()
     stale = SHM_DIR / f"{SHM_PREFIX}{dead.pid}_1_left-by-a-crash"
     stale.write_bytes(b"x")
+    stale_dir = Path(tempfile.gettempdir()) / f"{WORK_DIR_PREFIX}{dead.pid}-left-by-a-crash"
+    (stale_dir / "backends").mkdir(parents=True)
     server = TritonServer(cpu_repository, ServerPorts.free()).start()
     work_dir = server._work_dir
-    assert not stale.exists()  # its launcher is gone: removed at this start
+    # Their launcher is gone (SIGKILL gives it no chance to clean up): removed at this start.
+    assert not stale.exists() and not stale_dir.exists()
     own = list(SHM_DIR.glob(f"{server.shm_prefix}*"))
     assert own  # this server's regions carry its prefix
     server.stop()
