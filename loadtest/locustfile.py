@@ -5,7 +5,9 @@ Run headless against a server (``--host`` is Triton's gRPC address)::
     locust -f loadtest/locustfile.py --headless -u 16 -r 4 -t 60s --host 127.0.0.1:8001 \
         --slo-p99-ms 500 --slo-max-failure-ratio 0.001
 
-The run exits non-zero when a service-level objective is missed, so it can gate a release.
+The run gates a release: it exits 0 when every service-level objective is met, 1 when one
+is missed (each named with its threshold and measured value), and 2 when it could not run
+(no request succeeded). In distributed mode only the master judges; workers exit 0.
 It needs only the SDK and Locust: the photos it sends ship beside it in ``images/``, or come
 from ``--images DIR`` or ``--images 'GLOB'`` (sent as they are: formats and sizes as found).
 For a ramp, add the shape: ``-f loadtest/locustfile.py,loadtest/shapes.py``.
@@ -134,27 +136,47 @@ class ClassifyUser(TritonUser):
         self.classify("classify")
 
 
+# The gate's exit codes: a release pipeline can tell a missed SLO from a run that never ran.
+EXIT_PASSED, EXIT_SLO_MISSED, EXIT_COULD_NOT_RUN = 0, 1, 2
+
+
 @events.quitting.add_listener
 def _enforce_slos(environment: Environment, **_kwargs: Any) -> None:
+    """Judge the run once, where its totals are: the master, or a single process.
+
+    The verdict sets the exit code explicitly, in every case: Locust's own default (exit 1
+    on any failed request) would override a failure-ratio SLO that tolerates some. Workers
+    of a distributed run hold no totals and are not judged; they exit 0 unless they could
+    not run.
+    """
+    from locust.runners import WorkerRunner
+
     options = environment.parsed_options
-    stats = environment.stats.total
     if options is None:
         return
-    problems = []
-    if stats.num_requests == 0:
-        problems.append("no requests were made")
-    if options.slo_p99_ms > 0 and stats.get_response_time_percentile(0.99) > options.slo_p99_ms:
-        problems.append(
-            f"p99 {stats.get_response_time_percentile(0.99):.0f} ms > {options.slo_p99_ms:g} ms"
-        )
-    if stats.num_requests and stats.fail_ratio > options.slo_max_failure_ratio:
-        problems.append(f"failure ratio {stats.fail_ratio:.4f} > {options.slo_max_failure_ratio:g}")
-    if problems:
-        print("SLO gate FAILED: " + "; ".join(problems))
-        environment.process_exit_code = 1
-    else:
+    if isinstance(environment.runner, WorkerRunner):
+        environment.process_exit_code = EXIT_PASSED
+        return
+    stats = environment.stats.total
+    if stats.num_requests == stats.num_failures:  # none made, or none succeeded
         print(
-            f"SLO gate passed: {stats.num_requests} requests, "
-            f"p99 {stats.get_response_time_percentile(0.99):.0f} ms, "
-            f"failure ratio {stats.fail_ratio:.4f}"
+            f"SLO gate COULD NOT RUN: {stats.num_requests} requests, none succeeded "
+            "(is the server reachable, and the model loaded?)"
         )
+        environment.process_exit_code = EXIT_COULD_NOT_RUN
+        return
+    p99_ms = stats.get_response_time_percentile(0.99)
+    problems = []
+    if options.slo_p99_ms > 0 and p99_ms > options.slo_p99_ms:
+        problems.append(f"p99 {p99_ms:.0f} ms > {options.slo_p99_ms:g} ms")
+    if stats.fail_ratio > options.slo_max_failure_ratio:
+        problems.append(f"failure ratio {stats.fail_ratio:.4f} > {options.slo_max_failure_ratio:g}")
+    summary = (
+        f"{stats.num_requests} requests, p99 {p99_ms:.0f} ms, failure ratio {stats.fail_ratio:.4f}"
+    )
+    if problems:
+        print("SLO gate FAILED: " + "; ".join(problems) + f" ({summary})")
+        environment.process_exit_code = EXIT_SLO_MISSED
+    else:
+        print(f"SLO gate passed: {summary}")
+        environment.process_exit_code = EXIT_PASSED

@@ -53,6 +53,58 @@ def test_p99_slo_from_the_environment_fails_the_run(triton_server, tmp_path) -> 
 
 
 @pytest.mark.e2e
+def test_a_tolerated_failure_ratio_passes_and_a_tighter_one_fails(triton_server, tmp_path):
+    """Real failures: one of the four images is not an image at all."""
+    from tvision_export.samples import sample_photo
+
+    images = tmp_path / "mix"
+    images.mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        (images / f"{name}.jpg").write_bytes(sample_photo(name).path.read_bytes())
+    (images / "zz-broken.jpg").write_bytes(b"this is not an image")
+    code, total, output = _locust(
+        triton_server, tmp_path, "--images", str(images), "--slo-max-failure-ratio", "0.5"
+    )
+    assert int(total["Failure Count"]) > 0
+    assert code == 0, output[-2000:]  # Locust alone would exit 1 on any failure
+    assert "SLO gate passed" in output
+    code, _total, output = _locust(
+        triton_server, tmp_path, "--images", str(images), "--slo-max-failure-ratio", "0.05"
+    )
+    assert code == 1 and "SLO gate FAILED: failure ratio" in output and "> 0.05" in output
+
+
+@pytest.mark.e2e
+def test_a_run_against_no_server_could_not_run(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{sock.getsockname()[1]}"
+    completed = subprocess.run(
+        locust_command(nobody, 2, 2, "3s", "--timeout-s", "1"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 2, output[-2000:]
+    assert "SLO gate COULD NOT RUN" in output
+
+
+@pytest.mark.e2e
+def test_distributed_run_is_judged_once_by_the_master(triton_server, tmp_path) -> None:
+    """Locust's own distributed mode on this machine: a master and two worker processes."""
+    completed = subprocess.run(
+        locust_command(triton_server.grpc_url, 4, 4, "6s", "--processes", "2"),
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert output.count("SLO gate passed") == 1  # the master's verdict, once
+    assert "FAILED" not in output and "COULD NOT RUN" not in output
+
+
+@pytest.mark.e2e
 def test_images_option_sends_the_given_files(triton_server, tmp_path) -> None:
     from tvision_export.samples import sample_photo
 
