@@ -367,10 +367,10 @@ class TritonServer:
         healed would sit out the whole exit timeout and exit 1. Once Triton is unloading (no
         inference is in flight) and no more models are live than instances were replaced,
         only those are left, and there is nothing to wait for."""
-        lines = self.log_tail(5).splitlines()
-        if not any("unloading models" in line for line in self.log_tail(200).splitlines()):
+        lines = self.log_tail(200).splitlines()
+        if not any("unloading models" in line for line in lines):
             return False
-        for line in reversed(lines):
+        for line in reversed(lines[-5:]):
             found = re.search(r"Found (\d+) live models and 0 in-flight", line)
             if found:
                 return int(found.group(1)) <= stale

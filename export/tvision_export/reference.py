@@ -23,6 +23,11 @@ def reference_preprocess(image_bytes: bytes, spec: PreprocessSpec) -> np.ndarray
     """
     image = Image.open(io.BytesIO(image_bytes))
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale means the same picture at 8 bits: scale it, never clip it.
+        wide = np.asarray(image).astype(np.uint32)
+        peak = 65535 if image.mode != "I" or wide.max(initial=0) > 255 else 255
+        image = Image.fromarray(((wide * 255 + peak // 2) // peak).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.new("RGB", rgba.size, (255, 255, 255))

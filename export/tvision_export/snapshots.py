@@ -322,7 +322,7 @@ def push(
                 ) -> None:
                     progress(name, base + sent, total_bytes, number, len(manifest.files))
 
-                fs.put_file(str(repository / file.path), key, callback=_Callback(report))
+                fs.put_file(str(repository / file.path), key, callback=_progress_callback(report))
                 uploaded += 1
                 uploaded_bytes += file.size_bytes
             done_bytes += file.size_bytes
@@ -331,17 +331,11 @@ def push(
     return PushResult(snapshot, False, uploaded, uploaded_bytes, copied, skipped)
 
 
-class _Callback:
-    """An fsspec callback that reports bytes sent so far."""
+def _progress_callback(report: Callable[[int], None]) -> Any:
+    """An fsspec callback that reports the bytes transferred so far."""
+    from fsspec.callbacks import Callback
 
-    def __new__(cls, report: Callable[[int], None]) -> Any:
-        from fsspec.callbacks import Callback
-
-        class Reporting(Callback):  # type: ignore[misc]
-            def call(self, *args: Any, **kwargs: Any) -> None:
-                report(int(self.value))
-
-        return Reporting()
+    return Callback(hooks={"report": lambda _size, value, **_kwargs: report(int(value))})
 
 
 def _require_bucket(fs: Any, location: StoreLocation) -> None:
@@ -440,21 +434,10 @@ def fetch(
         StoreError: the location names no snapshot, it has no manifest (an interrupted
             push: re-run it), or the store refused or could not be reached.
     """
-    if snapshot.snapshot_id is None:
-        raise StoreError(
-            f"{snapshot.uri()} names no snapshot; use the URI 'tvision repo push' printed, "
-            f"or pick one with 'tvision repo list {snapshot.uri()}'"
-        )
+    _require_snapshot_uri(snapshot)
     fs = filesystem(snapshot)
     with store_errors(snapshot, "fetch"):
-        manifest = _read_manifest(fs, snapshot)
-        if manifest is None:
-            if not _objects(fs, snapshot):
-                raise FileNotFoundError(f"snapshot {snapshot.snapshot_id} does not exist")
-            raise StoreError(
-                f"snapshot {snapshot.uri()} is incomplete: it has no {SNAPSHOT_MANIFEST} "
-                "(a push was interrupted; re-run the same push to complete it)"
-            )
+        manifest = _complete_manifest(fs, snapshot)
         wanted = [file for file in manifest.files if only(file.path)]
         total = sum(file.size_bytes for file in wanted)
         done = 0
@@ -549,7 +532,30 @@ def require_complete(snapshot: StoreLocation) -> SnapshotManifest:
     Raises:
         StoreError: not a snapshot URI, missing, incomplete, or the store is unreachable.
     """
-    return fetch(snapshot, Path(tempfile.gettempdir()), only=lambda _path: False)
+    _require_snapshot_uri(snapshot)
+    fs = filesystem(snapshot)
+    with store_errors(snapshot, "read"):
+        return _complete_manifest(fs, snapshot)
+
+
+def _complete_manifest(fs: Any, snapshot: StoreLocation) -> SnapshotManifest:
+    manifest = _read_manifest(fs, snapshot)
+    if manifest is None:
+        if not _objects(fs, snapshot):
+            raise FileNotFoundError(f"snapshot {snapshot.snapshot_id} does not exist")
+        raise StoreError(
+            f"snapshot {snapshot.uri()} is incomplete: it has no {SNAPSHOT_MANIFEST} "
+            "(a push was interrupted; re-run the same push to complete it)"
+        )
+    return manifest
+
+
+def _require_snapshot_uri(snapshot: StoreLocation) -> None:
+    if snapshot.snapshot_id is None:
+        raise StoreError(
+            f"{snapshot.uri()} names no snapshot; use the URI 'tvision repo push' printed, "
+            f"or pick one with 'tvision repo list {snapshot.uri()}'"
+        )
 
 
 @contextlib.contextmanager

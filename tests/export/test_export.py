@@ -265,3 +265,25 @@ def test_export_cli_flags_reach_the_configs(tmp_path) -> None:
     assert policy.default_timeout_microseconds == 123456
     bad = run_tvision("export", "--repository", str(repository), "--fp16", timeout_s=120)
     assert bad.returncode == 1 and "fp16" in bad.stderr
+
+
+def test_reference_scales_16_bit_grayscale_like_the_server() -> None:
+    import io
+
+    from PIL import Image
+
+    from tvision_export.reference import reference_preprocess
+    from tvision_export.samples import sample_photo
+
+    gray = Image.open(sample_photo("coffee").path).convert("L")
+    encoded = {}
+    for name, image in (
+        ("8", gray),
+        ("16", Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        encoded[name] = buffer.getvalue()
+    eight = reference_preprocess(encoded["8"], DEFAULT_SPEC.preprocess)
+    sixteen = reference_preprocess(encoded["16"], DEFAULT_SPEC.preprocess)
+    assert np.abs(eight - sixteen).max() <= 1 / 128 + 1e-6  # the same picture, not white

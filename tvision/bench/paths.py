@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -59,17 +58,14 @@ def write_naive_baseline(
 
 
 def preprocessor(spec: ModelSpec, options: ServingOptions) -> Any:
-    """Exactly the server's image code, configured as the exported repository configures it."""
-    from tvision_export.triton_models.preprocess import ImagePreprocessor
+    """Exactly the server's image code, built by the model's own reader from the config
+    the export writes, so no serving option can be forgotten here."""
+    from tvision_export.triton_models.preprocess import preprocessor_from_config
 
-    return ImagePreprocessor(
-        json.loads(spec.preprocess.to_json()),
-        options.max_image_pixels,
-        options.max_image_bytes,
-        options.decode,
-        max_request_pixels=options.max_request_pixels,
-        strict_jpeg=options.strict_jpeg,
+    config = configs.preprocess_config(
+        spec.name + contract.PREPROCESS_SUFFIX, spec.preprocess.to_json(), spec.input_dims, options
     )
+    return preprocessor_from_config(config)
 
 
 class BenchPaths:
