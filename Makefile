@@ -7,10 +7,19 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 MODEL ?= efficientnet_lite0
 TARGET ?= cpu
-PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+# The serving image's pins (k8s/image/requirements.txt) constrain the local install too, so
+# the embedded server runs the models with the same packages as the cluster.
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt \
+	-c k8s/image/requirements.txt
 INSTALLED := $(VENV)/.installed
+# checkov has its own environment: its pinned dependencies (boto3 among them) would fight
+# the project's. Only the Kubernetes tests run it.
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean
+.PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean \
+	system-packages
 
 help:
 	@echo "make demo     set up, export, serve, classify the sample photos, stop"
@@ -26,7 +35,7 @@ INSTALL_LOG := $(VENV)/install.log
 
 # Reinstalls only when the dependency files change; a second `make demo` skips it.
 # pip's output goes to a log file, named (with its last lines) only if the install fails.
-$(INSTALLED): pyproject.toml client/pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml client/pyproject.toml constraints.txt k8s/image/requirements.txt
 	@echo "==> installing tvision and its dependencies into $(VENV) (2-6 minutes the first time)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@( $(PIP_INSTALL) --upgrade pip && $(PIP_INSTALL) -e ./client -e ".[dev]" ) \
@@ -52,7 +61,30 @@ demo: $(REPOSITORY)/$(MODEL)/config.pbtxt
 serve: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/tvision serve --repository $(REPOSITORY)
 
-test: $(INSTALLED)
+$(CHECKOV): | $(INSTALLED)
+	@echo "==> installing checkov $(CHECKOV_VERSION) into $(CHECKOV_VENV)"
+	@$(BIN)/python -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		"checkov==$(CHECKOV_VERSION)" > $(VENV)/checkov-install.log 2>&1 \
+		|| { tail -n 30 $(VENV)/checkov-install.log; exit 1; }
+
+# Debian packages the tests run for real: Prometheus (and promtool) for the autoscaling
+# metric. Installed when missing and this is root (CI); otherwise those tests say what to do.
+SYSTEM_PACKAGES := prometheus
+system-packages:
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "==> installing Debian packages:$$missing"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && \
+			  apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+		else echo "note: not root; install these Debian packages for the full suite:$$missing"; fi; \
+	fi
+
+test: $(INSTALLED) $(CHECKOV) system-packages
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)
@@ -86,7 +118,7 @@ loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY)
 
 k8s: $(INSTALLED)
-	$(BIN)/kubectl kustomize k8s/overlays/prod
+	$(BIN)/kubectl kustomize k8s/overlays/$(or $(OVERLAY),prod)
 
 clean:
 	rm -rf $(REPOSITORY)/*/ .pytest_cache .mypy_cache .ruff_cache

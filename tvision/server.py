@@ -60,6 +60,26 @@ _started = 0  # servers started by this process, for unique shared-memory prefix
 
 WORK_DIR_PREFIX = "tvision-server-"
 
+# The APIs that change or reveal the server's state. With an admin key they answer only
+# requests that carry it (HTTP header ADMIN_KEY_HEADER, gRPC metadata GRPC_ADMIN_KEY_HEADER);
+# inference, health, metadata and model config stay open (the SDK reads the model config for
+# its limits). Every Kubernetes overlay runs with these; `tvision serve --admin-key-env`
+# locally. Model control is "model-repository"; "shared-memory" closes the first step of the
+# CVE-2025-23319/23320/23334 chain (registering the python backend's own regions).
+ADMIN_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+ADMIN_KEY_HEADER = "tvision-admin-key"
+# Triton prefixes a restricted protocol's key this way in gRPC metadata.
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+
+
+def restricted_api_args(admin_key: str) -> list[str]:
+    """Triton flags that put ADMIN_APIS behind ``admin_key`` on HTTP and gRPC."""
+    apis = ",".join(ADMIN_APIS)
+    return [
+        f"--http-restricted-api={apis}:{ADMIN_KEY_HEADER}={admin_key}",
+        f"--grpc-restricted-protocol={apis}:{ADMIN_KEY_HEADER}={admin_key}",
+    ]
+
 
 def remove_stale_shm_regions() -> list[str]:
     """Remove python-backend regions of servers whose launching process has died."""
@@ -186,13 +206,21 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         exit_timeout_s: int = 20,
         log_path: Path | None = None,
+        admin_key: str | None = None,
+        serving_args: Sequence[str] | None = None,
     ) -> None:
+        """``serving_args``, when given, replace the launcher's own serving flags (repository,
+        model control, exit timeout): the Kubernetes conformance test runs the rendered
+        Deployment's flags this way. Addresses, ports and the python backend's placement on
+        this machine are always the launcher's. ``admin_key`` restricts ADMIN_APIS."""
         # A local directory, or a remote repository as Triton spells it (s3://...).
         self.remote = str(repository).startswith(("s3://", "gs://", "as://"))
         self.repository: Path | str = str(repository) if self.remote else Path(repository).resolve()
         self.ports = ports or ServerPorts()
         self.address = address
         self.extra_args = list(extra_args)
+        self.admin_key = admin_key
+        self.serving_args = None if serving_args is None else list(serving_args)
         self.exit_timeout_s = exit_timeout_s
         self._work_dir: Path | None = None
         self._log_path = log_path
@@ -220,10 +248,27 @@ class TritonServer:
             raise ServerError("the server has not been started")
         return self._log_path
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The HTTP header that admits admin API calls (empty when unrestricted)."""
+        return {} if self.admin_key is None else {ADMIN_KEY_HEADER: self.admin_key}
+
     def command(self, backend_dir: Path) -> list[str]:
+        serving = self.serving_args
+        if serving is None:
+            serving = [
+                f"--model-repository={self.repository}",
+                f"--exit-timeout-secs={self.exit_timeout_s}",
+                # Explicit control lets the watchdog reload a model whose stub died.
+                "--model-control-mode=explicit",
+                "--load-model=*",
+                # A dead stub must not hold an unload (and the server's exit) for 30 s.
+                "--backend-config=python,stub-timeout-seconds=5",
+            ]
+        restricted = [] if self.admin_key is None else restricted_api_args(self.admin_key)
         return [
             str(tritonserver_binary()),
-            f"--model-repository={self.repository}",
+            *serving,
             f"--backend-directory={backend_dir}",
             f"--grpc-address={self.address}",
             f"--grpc-port={self.ports.grpc}",
@@ -232,13 +277,8 @@ class TritonServer:
             f"--metrics-address={self.address}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-gpu-metrics=false",
-            f"--exit-timeout-secs={self.exit_timeout_s}",
-            # Explicit control lets the watchdog reload a model whose stub died.
-            "--model-control-mode=explicit",
-            "--load-model=*",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-            # A dead stub must not hold an unload (and the server's exit) for 30 s.
-            "--backend-config=python,stub-timeout-seconds=5",
+            *restricted,
             *self.extra_args,
         ]
 
@@ -252,7 +292,7 @@ class TritonServer:
             ServerError: the repository is missing, the server exited, or it was not ready
                 within ``ready_timeout_s``; the message holds the end of the server log.
         """
-        if not self.remote and not Path(self.repository).is_dir():
+        if self.serving_args is None and not self.remote and not Path(self.repository).is_dir():
             raise ServerError(
                 f"model repository {self.repository} does not exist; run 'tvision export' first"
             )
@@ -488,7 +528,10 @@ class StubWatchdog:
             parameters[RELOAD_PARAMETER] = {"string_value": str(len(self.heals))}
             body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
             request = urllib.request.Request(
-                f"{base}/repository/models/{model}/load", data=body, method="POST"
+                f"{base}/repository/models/{model}/load",
+                data=body,
+                method="POST",
+                headers=self.server.admin_headers,
             )
             with urllib.request.urlopen(request, timeout=120) as reply:
                 reply.read()

