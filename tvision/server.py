@@ -35,7 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -208,11 +208,13 @@ class TritonServer:
         log_path: Path | None = None,
         admin_key: str | None = None,
         serving_args: Sequence[str] | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         """``serving_args``, when given, replace the launcher's own serving flags (repository,
         model control, exit timeout): the Kubernetes conformance test runs the rendered
         Deployment's flags this way. Addresses, ports and the python backend's placement on
-        this machine are always the launcher's. ``admin_key`` restricts ADMIN_APIS."""
+        this machine are always the launcher's. ``admin_key`` restricts ADMIN_APIS.
+        ``environment`` is added to this process's environment for the server."""
         # A local directory, or a remote repository as Triton spells it (s3://...).
         self.remote = str(repository).startswith(("s3://", "gs://", "as://"))
         self.repository: Path | str = str(repository) if self.remote else Path(repository).resolve()
@@ -221,6 +223,7 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.admin_key = admin_key
         self.serving_args = None if serving_args is None else list(serving_args)
+        self.environment = dict(environment or {})
         self.exit_timeout_s = exit_timeout_s
         self._work_dir: Path | None = None
         self._log_path = log_path
@@ -312,7 +315,7 @@ class TritonServer:
              *self.command(backend_dir)],
             stdout=log_handle,
             stderr=subprocess.STDOUT,
-            env=server_environment(),
+            env=server_environment({**os.environ, **self.environment}),
             start_new_session=True,  # its own process group: stop() reaches every stub
         )  # fmt: skip
         try:

@@ -1,0 +1,187 @@
+"""The rendered dev Deployment's own command and flags, run on the real tritonserver.
+
+Kubernetes is not on this machine, so the test does what the kubelet would do with the
+container: it takes `command` and `args` as rendered, fills `$(VAR)` from the environment
+the ConfigMaps and Secrets would give (the snapshot URI an operator sets, the Secrets'
+values), and starts the embedded Triton 2.51 with exactly those flags. Only placement is
+the launcher's: the python backend's directory, and loopback addresses on free ports
+instead of the container's 8000-8002. The repository is a snapshot in a real S3-compatible
+store (moto's server on loopback), read natively by Triton as in the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tests.k8s.rendering import container_environment, expand, render, triton_container
+from tvision.server import (
+    ADMIN_APIS,
+    ADMIN_KEY_HEADER,
+    GRPC_ADMIN_KEY_HEADER,
+    ServerError,
+    ServerPorts,
+    TritonServer,
+)
+from tvision_client import Client
+from tvision_export import snapshots
+from tvision_export.samples import sample_photo
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "tvision-conformance-admin-key"
+# One request per restricted HTTP API: (method, path).
+ADMIN_ENDPOINTS = {
+    "model-repository": ("POST", "/v2/repository/index"),
+    "shared-memory": ("GET", "/v2/systemsharedmemory/status"),
+    "statistics": ("GET", "/v2/models/stats"),
+    "trace": ("GET", "/v2/trace/setting"),
+    "logging": ("GET", "/v2/logging"),
+}
+
+
+def _rendered_dev() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    documents = render("overlays/dev")
+    return documents, triton_container(documents)
+
+
+def _server_for(repository: str, ports: ServerPorts | None = None) -> TritonServer:
+    """A TritonServer running the rendered dev container's command, args and env."""
+    documents, container = _rendered_dev()
+    assert container["command"] == ["tritonserver"]
+    secrets = {
+        "tvision-admin/admin-key": ADMIN_KEY,
+        "tvision-object-store/access-key-id": os.environ["AWS_ACCESS_KEY_ID"],
+        "tvision-object-store/secret-access-key": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    environment = container_environment(documents, container, secrets)
+    # The operator's one edit: the snapshot `tvision repo push` printed.
+    environment["TVISION_MODEL_REPOSITORY"] = repository
+    args = [expand(arg, environment) for arg in container["args"]]
+    unexpanded = [arg for arg in args if "$(" in arg]
+    assert not unexpanded, f"args refer to variables the container does not have: {unexpanded}"
+    return TritonServer(
+        repository, ports or ServerPorts.free(), serving_args=args, environment=environment
+    )
+
+
+def _probe(server: TritonServer, probe: dict[str, Any]) -> int:
+    """The status an httpGet probe would see (the kubelet counts 200-399 as success)."""
+    get = probe["httpGet"]
+    assert get["port"] == "http"
+    request = urllib.request.Request(f"{server.http_url}{get['path']}")
+    try:
+        with urllib.request.urlopen(request, timeout=probe.get("timeoutSeconds", 1)) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _http(server: TritonServer, method: str, path: str, headers: dict[str, str]) -> int:
+    data = b"{}" if method == "POST" else None
+    request = urllib.request.Request(
+        f"{server.http_url}{path}", data=data, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def snapshot_uri(s3_endpoint: str, cpu_repository: Path) -> str:
+    root = snapshots.StoreLocation("conformance", "efficientnet_lite0", s3_endpoint)
+    fs = snapshots.filesystem(root)
+    if not fs.exists("conformance"):
+        fs.mkdir("conformance")
+    result = snapshots.push(cpu_repository, root)
+    return result.location.triton_uri()
+
+
+@pytest.fixture(scope="module")
+def dev_server(snapshot_uri: str) -> Iterator[TritonServer]:
+    server = _server_for(snapshot_uri)
+    server.start(heal=False)  # no launcher watchdog: the cluster has none either
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_every_probe_passes_on_a_server_that_can_serve(dev_server) -> None:
+    _, container = _rendered_dev()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert _probe(dev_server, container[probe]) == 200, probe
+
+
+def test_inference_health_metadata_and_config_stay_open(dev_server) -> None:
+    with Client(dev_server.grpc_url, timeout_s=60) as client:
+        result = client.classify(sample_photo("coffee").path.read_bytes())
+        assert result.top.label == "espresso"
+        # The SDK reads the model config for its limits: that stays open.
+        assert client.model_info().max_batch_size > 0
+    assert _http(dev_server, "GET", "/v2/models/efficientnet_lite0/config", {}) == 200
+    assert _http(dev_server, "GET", "/v2/models/efficientnet_lite0", {}) == 200
+
+
+@pytest.mark.parametrize("api", ADMIN_APIS)
+def test_admin_apis_answer_403_without_the_key_and_200_with_it(dev_server, api) -> None:
+    method, path = ADMIN_ENDPOINTS[api]
+    assert _http(dev_server, method, path, {}) == 403
+    assert _http(dev_server, method, path, {ADMIN_KEY_HEADER: "wrong-key"}) == 403
+    assert _http(dev_server, method, path, {ADMIN_KEY_HEADER: ADMIN_KEY}) == 200
+
+
+def test_admin_protocols_are_restricted_over_grpc_too(dev_server) -> None:
+    client = grpcclient.InferenceServerClient(dev_server.grpc_url)
+    try:
+        with pytest.raises(Exception, match="restricted"):
+            client.get_model_repository_index()
+        with pytest.raises(Exception, match="restricted"):
+            client.get_inference_statistics()
+        admin = {GRPC_ADMIN_KEY_HEADER: ADMIN_KEY}
+        assert client.get_model_repository_index(headers=admin).models
+        assert client.get_inference_statistics(headers=admin).model_stats
+        # Registering shared memory (the CVE-2025-23319 chain's first step) is refused.
+        with pytest.raises(Exception, match="restricted"):
+            client.register_system_shared_memory("probe", "/probe", 64)
+    finally:
+        client.close()
+
+
+def test_an_empty_repository_never_goes_ready(tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _, container = _rendered_dev()
+    server = _server_for(str(empty))
+    try:
+        # The launcher waits for /v2/health/ready, which an empty server answers 200...
+        server.start(ready_timeout_s=120, heal=False)
+        # ...while the rendered startup and readiness probes ask the ensemble: not ready.
+        for probe in ("startupProbe", "readinessProbe"):
+            assert _probe(server, container[probe]) >= 400, probe
+        assert _probe(server, container["livenessProbe"]) == 200  # alive, so not restarted
+    finally:
+        server.stop()
+
+
+def test_a_broken_repository_never_goes_ready(cpu_repository, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(cpu_repository, broken)
+    (model,) = broken.glob("*_classifier/1/model.onnx")
+    model.write_bytes(model.read_bytes()[:1000])  # a truncated upload
+    server = _server_for(str(broken))
+    with pytest.raises(ServerError) as raised:
+        server.start(ready_timeout_s=180, heal=False)
+    # Triton gives up (the pod restarts, CrashLoopBackOff) instead of serving without it.
+    assert "classifier" in str(raised.value)
+    assert server.process is None  # start() stopped and cleaned up
