@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -216,7 +217,72 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="also answer GET /ready (200 only while every model's stubs are alive) and "
         "GET /live on this port",
     )
+    locked = parser.add_argument_group(
+        "locking down (off by default on loopback; every Kubernetes overlay turns both on)"
+    )
+    locked.add_argument(
+        "--admin-key-env",
+        metavar="NAME",
+        default=None,
+        help="restrict model control, shared memory, statistics, trace and logging on HTTP and "
+        "gRPC to requests carrying the key held in environment variable NAME (HTTP header "
+        "'tvision-admin-key', gRPC metadata 'triton-grpc-protocol-tvision-admin-key')",
+    )
+    locked.add_argument("--grpc-tls-cert", type=Path, default=None, help="server certificate PEM")
+    locked.add_argument("--grpc-tls-key", type=Path, default=None, help="server private key PEM")
+    locked.add_argument(
+        "--grpc-tls-client-ca",
+        type=Path,
+        default=None,
+        help="also require client certificates signed by this CA (mutual TLS)",
+    )
     parser.set_defaults(handler=_run_serve)
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def _lockdown(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The admin key and the TLS flags ``tvision serve`` was asked for.
+
+    Raises:
+        ValueError: a named variable or file is missing, or only half of a pair is given.
+    """
+    admin_key = None
+    if args.admin_key_env is not None:
+        admin_key = os.environ.get(args.admin_key_env, "")
+        if len(admin_key) < 16:
+            raise ValueError(
+                f"--admin-key-env {args.admin_key_env}: the variable must hold a key of at "
+                "least 16 characters (e.g. export NAME=$(openssl rand -hex 32))"
+            )
+    if (args.grpc_tls_cert is None) != (args.grpc_tls_key is None):
+        raise ValueError("--grpc-tls-cert and --grpc-tls-key go together")
+    if args.grpc_tls_client_ca is not None and args.grpc_tls_cert is None:
+        raise ValueError("--grpc-tls-client-ca needs --grpc-tls-cert and --grpc-tls-key")
+    tls: list[str] = []
+    if args.grpc_tls_cert is not None:
+        files = [args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca]
+        for path in files:
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        tls = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={args.grpc_tls_cert.resolve()}",
+            f"--grpc-server-key={args.grpc_tls_key.resolve()}",
+        ]
+        if args.grpc_tls_client_ca is not None:
+            tls += [
+                "--grpc-use-ssl-mutual=true",
+                f"--grpc-root-cert={args.grpc_tls_client_ca.resolve()}",
+            ]
+    return admin_key, tls
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -225,10 +291,19 @@ def _run_serve(args: argparse.Namespace) -> int:
     ports = ServerPorts(grpc=args.grpc_port, http=args.http_port, metrics=args.metrics_port)
     try:
         repository = _served_repository(args.repository, args.endpoint_url)
+        admin_key, tls_args = _lockdown(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    server = TritonServer(repository, ports, address=args.address)
+    if admin_key is None and not _is_loopback(args.address):
+        print(
+            f"warning: serving on {args.address} with model control and shared memory open "
+            "to anyone who can connect; pass --admin-key-env to restrict them",
+            file=sys.stderr,
+        )
+    server = TritonServer(
+        repository, ports, address=args.address, admin_key=admin_key, extra_args=tls_args
+    )
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -243,6 +318,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if admin_key:
+        print("admin APIs: restricted (admin key required)", file=sys.stderr)
+    if tls_args:
+        print("gRPC: TLS", file=sys.stderr)
     print(
         f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}\n"
         f"log: {server.log_path}\npress Ctrl-C to stop",

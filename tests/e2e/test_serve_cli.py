@@ -8,12 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tvision.server import ServerPorts
+from tvision.server import ADMIN_KEY_HEADER, ServerPorts, TritonServer
+from tvision_client import Client, TLSConfig
+from tvision_export.samples import sample_photo
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +39,7 @@ def _wait_until_gone(repository: Path, timeout_s: float) -> list[psutil.Process]
 
 
 def _start_serve(
-    cpu_repository: Path, tmp_path: Path
+    cpu_repository: Path, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], Path, ServerPorts, str]:
     """``tvision serve`` on a private copy of the repository (the session's shared server
     runs on ``cpu_repository`` itself); returns once it printed its ``ready:`` line."""
@@ -45,8 +49,9 @@ def _start_serve(
     serve = subprocess.Popen(
         [sys.executable, "-m", "tvision.cli", "serve", "--repository", str(repository),
          "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
-         "--metrics-port", str(ports.metrics)],
+         "--metrics-port", str(ports.metrics), *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     assert serve.stderr is not None
     lines = []
@@ -83,3 +88,78 @@ def test_a_killed_launcher_takes_its_server_down(cpu_repository, tmp_path) -> No
     serve.kill()
     serve.wait(timeout=30)
     assert _wait_until_gone(repository, timeout_s=40) == []
+
+
+def _http_status(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_serve_locked_down_restricts_admin_apis_and_serves_grpc_over_tls(
+    cpu_repository, tmp_path
+) -> None:
+    import trustme
+
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    issued.cert_chain_pems[0].write_to_path(cert)
+    issued.private_key_pem.write_to_path(key)
+    admin_key = "serve-cli-admin-key-0123456789"
+    serve, _repository, ports, output = _start_serve(
+        cpu_repository, tmp_path,
+        "--admin-key-env", "TVISION_TEST_ADMIN_KEY",
+        "--grpc-tls-cert", str(cert), "--grpc-tls-key", str(key),
+        env={"TVISION_TEST_ADMIN_KEY": admin_key},
+    )  # fmt: skip
+    try:
+        assert "admin APIs: restricted" in output and "gRPC: TLS" in output, output
+        assert admin_key not in output
+        stats = f"http://127.0.0.1:{ports.http}/v2/models/stats"
+        assert _http_status(stats, {}) == 403
+        assert _http_status(stats, {ADMIN_KEY_HEADER: admin_key}) == 200
+        tls = TLSConfig(root_certificates=authority.cert_pem.bytes())
+        with Client(f"127.0.0.1:{ports.grpc}", tls=tls, timeout_s=60) as client:
+            image = sample_photo("coffee").path.read_bytes()
+            assert client.classify(image).top.label == "espresso"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--admin-key-env", "TVISION_TEST_UNSET_KEY"], "at least 16 characters"),
+        (["--grpc-tls-cert", "server.pem"], "go together"),
+    ],
+)
+def test_serve_refuses_half_a_lockdown_with_a_clear_error(cpu_repository, extra, message) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "tvision.cli", "serve", "--repository", str(cpu_repository),
+         *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert message in completed.stderr
+
+
+def test_the_watchdog_heals_a_locked_down_server(cpu_repository) -> None:
+    """Healing reloads through the model-control API, which the key now guards."""
+    key = "heal-key-0123456789"
+    with TritonServer(cpu_repository, ServerPorts.free(), admin_key=key) as server:
+        assert server.watchdog is not None
+        (model, pids), *_ = sorted(server.watchdog.stubs().items())
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            server.watchdog.heals and server.watchdog.heals[0].recovered_s is not None
+        ):
+            time.sleep(0.2)
+        (heal,) = server.watchdog.heals
+        assert heal.model == model
+        assert heal.error == "" and heal.recovered_s is not None
