@@ -17,6 +17,10 @@ INSTALLED := $(VENV)/.installed
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
+# The AWS CLI runs the model-from-pvc init container's copy script in the tests.
+AWSCLI_VENV := $(VENV)/tools/awscli
+AWSCLI := $(AWSCLI_VENV)/bin/aws
+AWSCLI_VERSION := 1.46.3
 
 .PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean \
 	system-packages
@@ -68,6 +72,13 @@ $(CHECKOV): | $(INSTALLED)
 		"checkov==$(CHECKOV_VERSION)" > $(VENV)/checkov-install.log 2>&1 \
 		|| { tail -n 30 $(VENV)/checkov-install.log; exit 1; }
 
+$(AWSCLI): | $(INSTALLED)
+	@echo "==> installing the AWS CLI $(AWSCLI_VERSION) into $(AWSCLI_VENV)"
+	@$(BIN)/python -m venv $(AWSCLI_VENV)
+	@$(AWSCLI_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		"awscli==$(AWSCLI_VERSION)" > $(VENV)/awscli-install.log 2>&1 \
+		|| { tail -n 30 $(VENV)/awscli-install.log; exit 1; }
+
 # Debian packages the tests run for real: Prometheus (and promtool) for the autoscaling
 # metric. Installed when missing and this is root (CI); otherwise those tests say what to do.
 SYSTEM_PACKAGES := prometheus
@@ -84,7 +95,7 @@ system-packages:
 		else echo "note: not root; install these Debian packages for the full suite:$$missing"; fi; \
 	fi
 
-test: $(INSTALLED) $(CHECKOV) system-packages
+test: $(INSTALLED) $(CHECKOV) $(AWSCLI) system-packages
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)

@@ -2,18 +2,20 @@
 # Copy one repository snapshot from object storage onto the shared volume, once.
 #   TVISION_SNAPSHOT_SOURCE  s3://BUCKET/PREFIX/snapshots/DIGEST (what `tvision repo push` prints)
 #   AWS_ENDPOINT_URL         optional, for S3-compatible stores (read by the AWS CLI)
+#   TVISION_REPOSITORY_DIR   the volume's mount path (default /models)
 # The copy goes to a directory of this pod's own and is renamed into place only when the
 # snapshot's manifest (written last by `tvision repo push`) arrived, so a pod never serves
 # a partial copy, and pods starting together do not write into each other's copy.
 set -eu
 source="${TVISION_SNAPSHOT_SOURCE%/}"
 snapshot="${source##*/}"
-target="/models/${snapshot}"
+volume="${TVISION_REPOSITORY_DIR:-/models}"
+target="${volume}/${snapshot}"
 if [ -f "${target}/tvision-snapshot.json" ]; then
   echo "snapshot ${snapshot} is already on the volume"
   exit 0
 fi
-partial="/models/.partial-${snapshot}-${HOSTNAME}"
+partial="${volume}/.partial-${snapshot}-${HOSTNAME}"
 rm -rf "${partial}"
 aws s3 cp --recursive --only-show-errors "${source}/" "${partial}/"
 if [ ! -f "${partial}/tvision-snapshot.json" ]; then
