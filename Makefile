@@ -39,10 +39,11 @@ INSTALL_LOG := $(VENV)/install.log
 
 # Reinstalls only when the dependency files change; a second `make demo` skips it.
 # pip's output goes to a log file, named (with its last lines) only if the install fails.
-$(INSTALLED): pyproject.toml client/pyproject.toml constraints.txt k8s/image/requirements.txt
+$(INSTALLED): pyproject.toml client/pyproject.toml loadtest/pyproject.toml constraints.txt \
+		k8s/image/requirements.txt
 	@echo "==> installing tvision and its dependencies into $(VENV) (2-6 minutes the first time)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@( $(PIP_INSTALL) --upgrade pip && $(PIP_INSTALL) -e ./client -e ".[dev]" ) \
+	@( $(PIP_INSTALL) --upgrade pip && $(PIP_INSTALL) -e ./client -e ./loadtest -e ".[dev]" ) \
 		> $(INSTALL_LOG) 2>&1 \
 		|| { tail -n 30 $(INSTALL_LOG); echo "install failed; full log: $(INSTALL_LOG)"; exit 1; }
 	@touch $@
@@ -80,8 +81,9 @@ $(AWSCLI): | $(INSTALLED)
 		|| { tail -n 30 $(VENV)/awscli-install.log; exit 1; }
 
 # Debian packages the tests run for real: Prometheus (and promtool) for the autoscaling
-# metric. Installed when missing and this is root (CI); otherwise those tests say what to do.
-SYSTEM_PACKAGES := prometheus
+# metric, Chromium for the load-test report. Installed when missing and this is root (CI);
+# otherwise the tests that need them say what to do.
+SYSTEM_PACKAGES := prometheus chromium
 system-packages:
 	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
 		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -125,8 +127,10 @@ fidelity: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/tvision fidelity --build --photos $(FIDELITY_PHOTOS) --repository $(REPOSITORY) \
 		--json $(FIDELITY_PHOTOS).json
 
+# The release gate make loadtest applies; override on the command line.
+LOADTEST_GATE ?= --slo-p99-ms 2000 --slo-max-failure-ratio 0
 loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt
-	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY)
+	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY) -- $(LOADTEST_GATE)
 
 k8s: $(INSTALLED)
 	$(BIN)/kubectl kustomize k8s/overlays/$(or $(OVERLAY),prod)

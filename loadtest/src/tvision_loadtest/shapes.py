@@ -1,4 +1,4 @@
-"""A ramp for the load test: ``locust -f loadtest/locustfile.py,loadtest/shapes.py``.
+"""A ramp for the load test: ``tvision-loadtest --ramp ...``.
 
 Steps up the user count, holds each level, then stops; the step size and hold time come
 from the environment so a release pipeline can tune them without editing code.

@@ -1,0 +1,303 @@
+"""One self-contained HTML page per run: the verdict first, then what it rests on.
+
+Charts are PNG, drawn with Pillow and embedded as data URIs, so the page is one file that
+a release pipeline can archive and anyone can open.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from PIL import Image, ImageDraw, ImageFont
+
+from tvision_loadtest.gate import EXIT_PASSED, RunSummary, Verdict
+from tvision_loadtest.server_metrics import ModelLoad
+
+_ENSEMBLE_NOTE = " (ensemble, end to end)"
+PASS_COLOUR, FAIL_COLOUR = (27, 124, 58), (180, 30, 30)
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The run at one moment: the master's current (last seconds') figures."""
+
+    elapsed_s: float
+    users: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0 or not math.isfinite(value):
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def line_chart(
+    title: str,
+    x_label: str,
+    y_label: str,
+    series: dict[str, Sequence[tuple[float, float]]],
+    markers: bool = False,
+    size: tuple[int, int] = (760, 320),
+) -> bytes:
+    """A PNG line chart of one or more (x, y) series sharing axes from 0."""
+    width, height = size
+    left, right, top, bottom = 70, 20, 40, 50
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    title_font, font = _font(16), _font(12)
+    points = [point for values in series.values() for point in values]
+    x_max = _nice_max(max((x for x, _ in points), default=1.0))
+    y_max = _nice_max(max((y for _, y in points), default=1.0))
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return left + plot_w * x / x_max, top + plot_h * (1 - y / y_max)
+
+    draw.text((left, 10), title, fill="black", font=title_font)
+    for tick in range(6):
+        y = y_max * tick / 5
+        _, py = at(0, y)
+        draw.line([(left, py), (width - right, py)], fill=(225, 225, 225))
+        draw.text((left - 8, py), f"{y:g}", fill="black", font=font, anchor="rm")
+        x = x_max * tick / 5
+        px, _ = at(x, 0)
+        draw.text((px, height - bottom + 8), f"{x:g}", fill="black", font=font, anchor="mt")
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    draw.text((left + plot_w / 2, height - 16), x_label, fill="black", font=font, anchor="mm")
+    draw.text((8, top - 22), y_label, fill="black", font=font)
+    legend_x = width - right - 10
+    for index, (name, values) in enumerate(series.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        pixels = [at(x, y) for x, y in values]
+        if len(pixels) > 1:
+            draw.line(pixels, fill=colour, width=2)
+        if markers or len(pixels) == 1:
+            for px, py in pixels:
+                draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+        draw.text((legend_x, top + 8 + 16 * index), name, fill=colour, font=font, anchor="ra")
+    return _png(image)
+
+
+def bar_chart(title: str, unit: str, bars: dict[str, dict[str, float]]) -> bytes:
+    """Horizontal stacked bars: one per category, segments per component (e.g. queue,
+    compute), in ``unit``."""
+    row_h, left, right, top = 28, 220, 90, 40
+    width = 760
+    height = top + row_h * max(len(bars), 1) + 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = _font(12)
+    draw.text((10, 10), title, fill="black", font=_font(16))
+    total_max = _nice_max(max((sum(parts.values()) for parts in bars.values()), default=1.0))
+    scale = (width - left - right) / total_max
+    components: list[str] = []
+    for parts in bars.values():
+        components += [name for name in parts if name not in components]
+    for row, (label, parts) in enumerate(bars.items()):
+        y = top + row * row_h
+        draw.text((left - 8, y + row_h / 2), label, fill="black", font=font, anchor="rm")
+        x = float(left)
+        for name, value in parts.items():
+            colour = PALETTE[components.index(name) % len(PALETTE)]
+            draw.rectangle([x, y + 4, x + value * scale, y + row_h - 4], fill=colour)
+            x += value * scale
+        total = sum(parts.values())
+        draw.text((x + 6, y + row_h / 2), f"{total:.1f} {unit}", fill="black", font=font,
+                  anchor="lm")  # fmt: skip
+    for index, name in enumerate(components):
+        colour = PALETTE[index % len(PALETTE)]
+        x = left + 110 * index
+        draw.rectangle([x, height - 24, x + 10, height - 14], fill=colour)
+        draw.text((x + 16, height - 25), name, fill=colour, font=font)
+    return _png(image)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def throughput_by_users(samples: Sequence[Sample]) -> list[tuple[float, float]]:
+    """Mean throughput at each user count the run held (for a ramp), skipping the first
+    sample at each level, which mixes in the previous one."""
+    levels: dict[int, list[float]] = {}
+    previous = None
+    for sample in samples:
+        if sample.users == previous and sample.users > 0:
+            levels.setdefault(sample.users, []).append(sample.rps)
+        previous = sample.users
+    return [(float(users), sum(v) / len(v)) for users, v in sorted(levels.items())]
+
+
+def render_html(
+    verdict: Verdict,
+    run: RunSummary,
+    samples: Sequence[Sample],
+    server: Sequence[ModelLoad] | None,
+    *,
+    host: str,
+    command: str,
+    ensemble: str = "",
+    server_note: str = "",
+) -> str:
+    passed = verdict.exit_code == EXIT_PASSED
+    colour = "#%02x%02x%02x" % (PASS_COLOUR if passed else FAIL_COLOUR)
+    headline = f"Release gate {verdict.word}"
+    if verdict.checks:
+        rows = "".join(
+            f"<tr class={'met' if c.met else 'missed'}><td>{html.escape(c.name)}</td>"
+            f"<td>{html.escape(c.threshold)}</td><td>{html.escape(c.measured)}</td>"
+            f"<td>{'met' if c.met else 'MISSED'}</td></tr>"
+            for c in verdict.checks
+        )
+        table = (
+            "<table><tr><th>objective</th><th>threshold</th><th>measured</th><th></th></tr>"
+            f"{rows}</table>"
+        )
+    else:
+        table = f"<p>{html.escape(verdict.reason)}</p>"
+    sections = [
+        f'<div class=verdict style="background:{colour}">{headline} '
+        f"(exit {verdict.exit_code})</div>",
+        table,
+        "<h2>Run</h2>",
+        _facts(
+            {
+                "target": host,
+                "command": command,
+                "requests": f"{run.requests} ({run.failures} failed)",
+                "duration": f"{run.duration_s:.1f} s",
+                "throughput": f"{run.throughput_rps:.1f} req/s",
+                "latency p50 / p95 / p99": f"{run.p50_ms:.0f} / {run.p95_ms:.0f} / "
+                f"{run.p99_ms:.0f} ms",
+                "server config": run.server_config[:16] or "(not read)",
+                "images": f"{len(run.images)}: "
+                + ", ".join(f"{name} ({info})" for name, info in sorted(run.images.items())),
+            }
+        ),
+    ]
+    if samples:
+        sections.append("<h2>Over time</h2>")
+        sections.append(
+            _img(
+                line_chart(
+                    "Throughput",
+                    "seconds",
+                    "req/s",
+                    {
+                        "throughput": [(s.elapsed_s, s.rps) for s in samples],
+                        "users": [(s.elapsed_s, float(s.users)) for s in samples],
+                    },
+                )
+            )
+        )
+        sections.append(
+            _img(
+                line_chart(
+                    "Latency percentiles (last seconds)",
+                    "seconds",
+                    "ms",
+                    {
+                        "p50": [(s.elapsed_s, s.p50_ms) for s in samples],
+                        "p95": [(s.elapsed_s, s.p95_ms) for s in samples],
+                        "p99": [(s.elapsed_s, s.p99_ms) for s in samples],
+                    },
+                )
+            )
+        )
+        by_users = throughput_by_users(samples)
+        if len(by_users) > 1:
+            sections.append(
+                _img(
+                    line_chart(
+                        "Throughput against users",
+                        "users",
+                        "req/s",
+                        {"throughput": by_users},
+                        markers=True,
+                    )
+                )
+            )
+    sections.append("<h2>Server side (Triton metrics, during the run)</h2>")
+    composing = [m for m in server or () if m.model != ensemble]
+    if server and composing:
+        sections.append(
+            _img(
+                bar_chart(
+                    "Time per request in each composing model",
+                    "ms",
+                    {
+                        m.model: {
+                            "queue": m.queue_ms_per_request,
+                            "compute": m.compute_ms_per_request,
+                        }
+                        for m in composing
+                    },
+                )
+            )
+        )
+        rows = "".join(
+            f"<tr><td>{html.escape(m.model)}{_ENSEMBLE_NOTE if m.model == ensemble else ''}"
+            f"</td><td>{m.requests}</td><td>{m.failures}</td>"
+            f"<td>{m.queue_ms_per_request:.2f}</td><td>{m.compute_ms_per_request:.2f}</td>"
+            f"<td>{m.mean_batch_size:.2f}</td></tr>"
+            for m in server
+        )
+        sections.append(
+            "<table><tr><th>model</th><th>requests</th><th>failed</th><th>queue ms/req</th>"
+            f"<th>compute ms/req</th><th>mean batch executed</th></tr>{rows}</table>"
+        )
+    else:
+        sections.append(f"<p>{html.escape(server_note or 'No metrics URL was given.')}</p>")
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>tvision load test: {verdict.word}</title><style>{_CSS}</style></head><body>"
+        f"<h1>tvision load test</h1><p class=when>{created}</p>"
+        + "".join(sections)
+        + "</body></html>"
+    )
+
+
+def _facts(facts: dict[str, str]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items()
+    )
+    return f"<table class=facts>{rows}</table>"
+
+
+def _img(png: bytes) -> str:
+    return f'<p><img alt="" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>'
+
+
+_CSS = """
+body{font-family:sans-serif;margin:24px;max-width:900px;color:#222}
+.verdict{color:#fff;font-size:32px;font-weight:bold;padding:18px 24px;border-radius:6px}
+table{border-collapse:collapse;margin:12px 0}
+td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;font-size:14px}
+tr.missed td{background:#fde8e8;font-weight:bold} tr.met td:last-child{color:#1b7c3a}
+.facts th{background:#f4f4f4;width:180px} .when{color:#666}
+"""
