@@ -14,6 +14,8 @@ import yaml
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
 OVERLAYS = ("overlays/dev", "overlays/prod", "overlays/onprem")
+# The in-cluster load test, applied beside an overlay.
+LOADTEST = "loadtest"
 # Overlays with a HorizontalPodAutoscaler, which owns `replicas`.
 AUTOSCALED = ("overlays/prod", "overlays/onprem")
 

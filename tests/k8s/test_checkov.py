@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.rendering import OVERLAYS, render, render_text
+from tests.k8s.rendering import LOADTEST, OVERLAYS, render, render_text
 
 # `make test` installs checkov into its own environment beside the project's.
 CHECKOV = Path(sys.executable).parent.parent / "tools" / "checkov" / "bin" / "checkov"
@@ -22,7 +22,7 @@ def checkov() -> Path:
     return CHECKOV
 
 
-@pytest.mark.parametrize("target", OVERLAYS)
+@pytest.mark.parametrize("target", [*OVERLAYS, LOADTEST])
 def test_checkov_passes_every_check_or_skips_it_with_a_reason(checkov, target, tmp_path) -> None:
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(render_text(target))
@@ -46,10 +46,10 @@ def test_checkov_passes_every_check_or_skips_it_with_a_reason(checkov, target, t
 
 def test_skips_are_annotations_on_the_objects_they_concern() -> None:
     # A skip is written where a reader of the object sees it, not in a global config.
-    for target in OVERLAYS:
+    for target in (*OVERLAYS, LOADTEST):
         for document in render(target):
             annotations = document["metadata"].get("annotations", {})
             skips = [key for key in annotations if key.startswith("checkov.io/skip")]
             if skips:
-                assert document["kind"] == "Deployment", (target, document["kind"])
+                assert document["kind"] in ("Deployment", "Job"), (target, document["kind"])
                 assert all("=" in annotations[key] for key in skips)

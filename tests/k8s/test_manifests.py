@@ -8,6 +8,7 @@ import pytest
 from tests.k8s.rendering import (
     AUTOSCALED,
     K8S_DIR,
+    LOADTEST,
     OVERLAYS,
     by_kind,
     config_map_data,
@@ -25,7 +26,7 @@ KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
-@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+@pytest.mark.parametrize("target", ["base", *OVERLAYS, LOADTEST])
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_rendered_object_passes_strict_schema_validation(target, version) -> None:
     documents = render(target)
@@ -36,7 +37,7 @@ def test_every_rendered_object_passes_strict_schema_validation(target, version) 
         kubernetes_validate.validate(document, version, strict=True)
 
 
-@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+@pytest.mark.parametrize("target", ["base", *OVERLAYS, LOADTEST])
 def test_objects_carry_the_recommended_labels(target) -> None:
     for document in render(target):
         labels = document["metadata"]["labels"]
@@ -168,6 +169,14 @@ def test_a_network_policy_admits_labelled_clients_and_monitoring(target) -> None
     assert policy["podSelector"]["matchLabels"] == selector
     ports = [{port["port"] for port in rule["ports"]} for rule in policy["ingress"]]
     assert ports == [{"grpc", "http"}, {"metrics"}]
+    # The in-cluster load test's pods carry the labels these rules admit.
+    clients, metrics = policy["ingress"]
+    master = next(
+        d for d in render(LOADTEST) if d["metadata"]["name"] == "tvision-loadtest-master"
+        and d["kind"] == "Job"
+    )["spec"]["template"]["metadata"]["labels"]  # fmt: skip
+    assert clients["from"][0]["podSelector"]["matchLabels"].items() <= master.items()
+    assert metrics["from"][1]["podSelector"]["matchLabels"].items() <= master.items()
 
 
 def test_grpc_tls_component_mounts_the_certificate_it_names() -> None:
