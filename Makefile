@@ -14,12 +14,10 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c const
 INSTALLED := $(VENV)/.installed
 # checkov has its own environment: its pinned dependencies (boto3 among them) would fight
 # the project's. Only the Kubernetes tests run it.
-CHECKOV_VENV := $(VENV)/tools/checkov
-CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
 CHECKOV_VERSION := 3.3.30
 # The AWS CLI runs the model-from-pvc init container's copy script in the tests.
-AWSCLI_VENV := $(VENV)/tools/awscli
-AWSCLI := $(AWSCLI_VENV)/bin/aws
+AWSCLI := $(VENV)/tools/awscli/bin/aws
 AWSCLI_VERSION := 1.46.3
 
 .PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean \
@@ -66,19 +64,19 @@ demo: $(REPOSITORY)/$(MODEL)/config.pbtxt
 serve: $(REPOSITORY)/$(MODEL)/config.pbtxt
 	$(BIN)/tvision serve --repository $(REPOSITORY)
 
+# A tool in a virtual environment of its own under $(VENV)/tools: $(call tool_venv,NAME,SPEC)
+define tool_venv
+	@echo "==> installing $(2) into $(VENV)/tools/$(1)"
+	@$(BIN)/python -m venv $(VENV)/tools/$(1)
+	@$(VENV)/tools/$(1)/bin/python -m pip install -q --disable-pip-version-check "$(2)" \
+		> $(VENV)/$(1)-install.log 2>&1 || { tail -n 30 $(VENV)/$(1)-install.log; exit 1; }
+endef
+
 $(CHECKOV): | $(INSTALLED)
-	@echo "==> installing checkov $(CHECKOV_VERSION) into $(CHECKOV_VENV)"
-	@$(BIN)/python -m venv $(CHECKOV_VENV)
-	@$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check \
-		"checkov==$(CHECKOV_VERSION)" > $(VENV)/checkov-install.log 2>&1 \
-		|| { tail -n 30 $(VENV)/checkov-install.log; exit 1; }
+	$(call tool_venv,checkov,checkov==$(CHECKOV_VERSION))
 
 $(AWSCLI): | $(INSTALLED)
-	@echo "==> installing the AWS CLI $(AWSCLI_VERSION) into $(AWSCLI_VENV)"
-	@$(BIN)/python -m venv $(AWSCLI_VENV)
-	@$(AWSCLI_VENV)/bin/python -m pip install -q --disable-pip-version-check \
-		"awscli==$(AWSCLI_VERSION)" > $(VENV)/awscli-install.log 2>&1 \
-		|| { tail -n 30 $(VENV)/awscli-install.log; exit 1; }
+	$(call tool_venv,awscli,awscli==$(AWSCLI_VERSION))
 
 # Debian packages the tests run for real: Prometheus (and promtool) for the autoscaling
 # metric, Chromium for the load-test report. Installed when missing and this is root (CI);
