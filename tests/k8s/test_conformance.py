@@ -185,3 +185,46 @@ def test_a_broken_repository_never_goes_ready(cpu_repository, tmp_path) -> None:
     # Triton gives up (the pod restarts, CrashLoopBackOff) instead of serving without it.
     assert "classifier" in str(raised.value)
     assert server.process is None  # start() stopped and cleaned up
+
+
+def test_the_onprem_overlays_grpc_tls_serves_the_sdks_tls_client(cpu_repository, tmp_path):
+    """The onprem Deployment (model-from-pvc, grpc-tls) as rendered, with its volume paths
+    remapped: the copied snapshot to a local repository, the Secret's certificate files to
+    ones issued here. The SDK connects with TLSConfig; a plaintext client cannot."""
+    import trustme
+
+    from tvision_client import ClientError, RetryPolicy, TLSConfig
+
+    documents = render("overlays/onprem")
+    container = triton_container(documents)
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    secret_dir = tmp_path / "grpc-tls"
+    secret_dir.mkdir()
+    issued.cert_chain_pems[0].write_to_path(secret_dir / "tls.crt")
+    issued.private_key_pem.write_to_path(secret_dir / "tls.key")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {"tvision-admin/admin-key": ADMIN_KEY}
+    environment = container_environment(documents, container, secrets)
+    repository = environment["TVISION_MODEL_REPOSITORY"]
+    assert repository.startswith(mounts["model-repository"] + "/")
+    environment["TVISION_MODEL_REPOSITORY"] = str(cpu_repository)  # the volume's copy
+    args = [
+        expand(arg, environment).replace(mounts["grpc-tls"], str(secret_dir))
+        for arg in container["args"]
+    ]
+    server = TritonServer(
+        cpu_repository, ServerPorts.free(), serving_args=args, environment=environment
+    )
+    server.start(heal=False)
+    try:
+        tls = TLSConfig(root_certificates=authority.cert_pem.bytes())
+        with Client(server.grpc_url, tls=tls, timeout_s=60) as client:
+            assert client.classify(sample_photo("coffee").path.read_bytes()).top.label == (
+                "espresso"
+            )
+        with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=5) as plain:
+            with pytest.raises(ClientError):
+                plain.classify(sample_photo("coffee").path.read_bytes())
+    finally:
+        server.stop()
