@@ -73,6 +73,12 @@ class ServingOptions:
     strict_jpeg: bool = _option(True, "reject JPEGs whose data libjpeg finds damaged")
     fp16: bool = _option(False, "TensorRT FP16 accelerator (gpu target only)")
     keep_versions: int = _option(2, "how many versions of each model Triton keeps loaded")
+    # The pod's CPU request on the gpu target: one core serves Triton's endpoints, the
+    # intake model and the GPU feed; each other core runs one preprocessing instance.
+    pod_cpus: int = _option(
+        0, "CPU cores the serving pod requests; sets preprocess_instances to pod_cpus - 1 "
+        "unless that is given (0: not used)",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -93,6 +99,23 @@ class ServingOptions:
         for name in ("preprocess_instances", "classifier_instances", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.pod_cpus < 0:
+            raise ValueError("pod_cpus must be 0 (not used) or a number of cores")
+
+    @classmethod
+    def for_target(cls, target: Target = "cpu", **given: Any) -> ServingOptions:
+        """The options for ``target``: its defaults (TARGET_DEFAULTS), then ``given``.
+        A given ``pod_cpus`` sizes the preprocessing instances unless they are given too.
+
+        Raises:
+            ValueError: the combination is not valid.
+        """
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        values = {**TARGET_DEFAULTS[target], **given, "target": target}
+        if values.get("pod_cpus") and "preprocess_instances" not in given:
+            values["preprocess_instances"] = max(1, values["pod_cpus"] - 1)
+        return cls(**values)
 
     # -- the one table, as CLI flags and as KEY=VALUE text ----------------------------
 
@@ -101,7 +124,11 @@ class ServingOptions:
         """Add ``--max-batch-size`` and friends, one flag per field, defaulting to "not set"."""
         for option in fields(cls):
             flag = "--" + option.name.replace("_", "-")
-            help_text = f"{option.metadata['help']} (default: {_show(option.default)})"
+            default = _show(option.default)
+            gpu_default = TARGET_DEFAULTS["gpu"].get(option.name)
+            if gpu_default is not None:
+                default += f"; gpu target: {_show(gpu_default)}"
+            help_text = f"{option.metadata['help']} (default: {default})"
             if isinstance(option.default, bool):
                 parser.add_argument(
                     flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -128,7 +155,8 @@ class ServingOptions:
             for option in fields(cls)
             if getattr(namespace, option.name, None) is not None
         }
-        return cls(**{**given, **forced})
+        given.update(forced)
+        return cls.for_target(given.pop("target", "cpu"), **given)
 
     @classmethod
     def parse_assignments(cls, assignments: Sequence[str]) -> dict[str, Any]:
@@ -145,6 +173,72 @@ class ServingOptions:
                 raise ValueError(f"expected KEY=VALUE with KEY one of {sorted(defaults)}")
             overrides[key] = _converter(defaults[key])(text)
         return overrides
+
+
+# Defaults that differ by target. The class's own defaults are the cpu target's, measured
+# on 2 cores (README, "Performance"). The gpu target's are reasoned, not measured here (no
+# GPU): README, "The gpu target".
+TARGET_DEFAULTS: dict[Target, dict[str, Any]] = {
+    "cpu": {},
+    "gpu": {
+        # A GPU runs a small CNN most efficiently at batches of tens: let the batcher form
+        # them, but wait at most 1 ms for one to fill (at thousands of requests per second
+        # a batch of 16 arrives in a few ms; below that, waiting only adds latency).
+        "max_batch_size": 64,
+        "preferred_batch_sizes": (16, 32, 64),
+        "max_queue_delay_us": 1000,
+        # One classifier instance per GPU: a second mostly contends for the same SMs.
+        "classifier_instances": 1,
+        # The gpu component requests 8 cores: 7 preprocessing instances.
+        "pod_cpus": 8,
+    },
+}
+
+# The TensorRT engine cache inside the container; the gpu component mounts a volume here.
+TENSORRT_CACHE_DIR = "/cache/tensorrt"
+
+# Every key the ONNX Runtime backend documents for its "tensorrt" gpu_execution_accelerator
+# (triton-inference-server/onnxruntime_backend, README.md, "ONNX Runtime with TensorRT
+# optimization" and its parameter mapping table). The exporter writes only keys from here.
+TENSORRT_ACCELERATOR_KEYS = frozenset({
+    "precision_mode", "max_workspace_size_bytes", "int8_calibration_table_name",
+    "int8_use_native_calibration_table", "trt_max_partition_iterations",
+    "trt_min_subgraph_size", "trt_dla_enable", "trt_dla_core", "trt_engine_cache_enable",
+    "trt_engine_cache_path", "trt_engine_cache_prefix", "trt_dump_subgraphs",
+    "trt_force_sequential_engine_build", "trt_context_memory_sharing_enable",
+    "trt_layer_norm_fp32_fallback", "trt_timing_cache_enable", "trt_timing_cache_path",
+    "trt_force_timing_cache", "trt_detailed_build_log", "trt_build_heuristics_enable",
+    "trt_sparsity_enable", "trt_builder_optimization_level", "trt_auxiliary_streams",
+    "trt_tactic_sources", "trt_extra_plugin_lib_paths", "trt_profile_min_shapes",
+    "trt_profile_max_shapes", "trt_profile_opt_shapes", "trt_cuda_graph_enable",
+    "trt_dump_ep_context_model", "trt_ep_context_file_path", "trt_ep_context_embed_mode",
+})  # fmt: skip
+
+
+def warmup_batch_sizes(options: ServingOptions) -> list[int]:
+    """Every preferred batch size and max_batch_size, in order: the sizes a warmed server
+    must have run once before it reports ready."""
+    return sorted({*options.preferred_batch_sizes, options.max_batch_size})
+
+
+def tensorrt_parameters(onnx_input: str, input_dims: list[int], options: ServingOptions
+                        ) -> dict[str, str]:  # fmt: skip
+    """The TensorRT accelerator's parameters: FP16, engines and timing cache kept on the
+    cache volume, and one optimisation profile spanning batch 1 to max_batch_size (optimised
+    at the largest preferred size), so no batch size builds an engine of its own."""
+    shape = "x".join(str(dim) for dim in input_dims)
+    optimal = max(options.preferred_batch_sizes, default=options.max_batch_size)
+    return {
+        "precision_mode": "FP16",
+        "max_workspace_size_bytes": str(1 << 30),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": TENSORRT_CACHE_DIR,
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": TENSORRT_CACHE_DIR,
+        "trt_profile_min_shapes": f"{onnx_input}:1x{shape}",
+        "trt_profile_opt_shapes": f"{onnx_input}:{optimal}x{shape}",
+        "trt_profile_max_shapes": f"{onnx_input}:{options.max_batch_size}x{shape}",
+    }
 
 
 def _show(value: Any) -> str:
@@ -325,10 +419,11 @@ def classifier_config(
             }
         ],
         **_batching(options),
+        # Each size the batcher will execute runs once before the model reports ready.
         "model_warmup": [
             {
-                "name": "zeros",
-                "batch_size": max(options.preferred_batch_sizes, default=1),
+                "name": f"zeros at batch {batch}",
+                "batch_size": batch,
                 "inputs": {
                     onnx_input: {
                         "data_type": "TYPE_FP32",
@@ -337,6 +432,7 @@ def classifier_config(
                     }
                 },
             }
+            for batch in warmup_batch_sizes(options)
         ],
     }
     if options.target == "cpu":
@@ -357,10 +453,7 @@ def classifier_config(
                     "gpu_execution_accelerator": [
                         {
                             "name": "tensorrt",
-                            "parameters": {
-                                "precision_mode": "FP16",
-                                "max_workspace_size_bytes": "1073741824",
-                            },
+                            "parameters": tensorrt_parameters(onnx_input, input_dims, options),
                         }
                     ]
                 }

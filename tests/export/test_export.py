@@ -32,7 +32,8 @@ def _configs(repository: Path) -> dict[str, configs.model_config_pb2.ModelConfig
 
 def _gpu_repository(source: ClassifierSource, tmp_path: Path, **overrides: object) -> Path:
     repository = tmp_path / "gpu_repository"
-    write_version(repository, DEFAULT_SPEC.name, source, ServingOptions(target="gpu", **overrides))
+    options = ServingOptions.for_target("gpu", **overrides)
+    write_version(repository, DEFAULT_SPEC.name, source, options)
     return repository
 
 
@@ -133,12 +134,18 @@ def test_gpu_target_uses_onnxruntime_on_gpu_with_batching(default_source, tmp_pa
     assert classifier.platform == "onnxruntime_onnx"
     assert not classifier.backend
     assert classifier.instance_group[0].kind == configs.model_config_pb2.ModelInstanceGroup.KIND_GPU
-    assert list(classifier.dynamic_batching.preferred_batch_size) == [4, 8]
+    # The gpu target's own defaults (ServingOptions.for_target), not the 2-core cpu ones.
+    gpu_defaults = configs.TARGET_DEFAULTS["gpu"]
+    assert classifier.max_batch_size == gpu_defaults["max_batch_size"]
+    assert (
+        tuple(classifier.dynamic_batching.preferred_batch_size)
+        == (gpu_defaults["preferred_batch_sizes"])
+    )
     assert not classifier.optimization.execution_accelerators.gpu_execution_accelerator
     assert not (repository / names.classifier / "1" / "model.py").exists()
     preprocess = parsed[names.preprocess]
     assert preprocess.instance_group[0].kind == configs.model_config_pb2.ModelInstanceGroup.KIND_CPU
-    assert preprocess.instance_group[0].count >= 2
+    assert preprocess.instance_group[0].count == gpu_defaults["pod_cpus"] - 1
 
 
 def test_gpu_fp16_adds_the_tensorrt_accelerator(default_source, tmp_path) -> None:
@@ -214,7 +221,8 @@ def test_every_serving_option_is_a_cli_flag_with_help() -> None:
     parsed = parser.parse_args(["--target", "gpu", "--fp16", "--preferred-batch-sizes", "8,16"])
     options = ServingOptions.from_arguments(parsed)
     assert (options.target, options.fp16, options.preferred_batch_sizes) == ("gpu", True, (8, 16))
-    assert options.max_batch_size == ServingOptions().max_batch_size  # unset flags keep defaults
+    # Unset flags keep the target's defaults.
+    assert options.max_batch_size == ServingOptions.for_target("gpu").max_batch_size
 
 
 def test_an_nhwc_spec_exports_nhwc_and_validates(tmp_path) -> None:

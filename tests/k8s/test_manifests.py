@@ -123,7 +123,12 @@ def test_the_repository_arrives_by_itself(target) -> None:
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert repository.startswith(mounts["/models"]["mountPath"] + "/")
         assert mounts["/models"]["readOnly"] is True
-        claim = one(documents, "PersistentVolumeClaim")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        claim_name = volumes["model-repository"]["persistentVolumeClaim"]["claimName"]
+        (claim,) = [
+            d for d in by_kind(documents, "PersistentVolumeClaim")
+            if d["metadata"]["name"] == claim_name
+        ]  # fmt: skip
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
         assert "/models" in {m["mountPath"] for m in init["volumeMounts"]}
     strategy = one(documents, "Deployment")["spec"]["strategy"]
