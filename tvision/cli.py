@@ -828,6 +828,48 @@ def _run_bench_sdk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="CPU cores and pods for a rate of images per second (preprocessing measured here)",
+    )
+    parser.add_argument("--target", choices=("cpu", "gpu"), default="gpu")
+    parser.add_argument(
+        "--rate", type=float, nargs="+", required=True, help="images per second to plan for"
+    )
+    parser.add_argument(
+        "--gpu-img-s", type=float, default=None,
+        help="classifier throughput of one pod's GPU, img/s (measured elsewhere; "
+        "`tvision gpu-check` measures it on a GPU node)",
+    )  # fmt: skip
+    parser.add_argument("--gpu-source", default="", help="where the --gpu-img-s figure is from")
+    parser.add_argument(
+        "--max-cores-per-pod", type=int, default=16,
+        help="the most CPU cores one pod may request (a node's size); more pods beyond it",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.set_defaults(handler=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from tvision.plan import make_plan, render_plan
+
+    numbers = [*args.rate, args.gpu_img_s or 1.0, args.max_cores_per_pod]
+    if any(number <= 0 for number in numbers) or args.max_cores_per_pod < 2:
+        print("error: --rate, --gpu-img-s and --max-cores-per-pod (>= 2) must be positive",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    plan = make_plan(
+        args.rate, args.target, args.gpu_img_s, args.gpu_source, args.repeats,
+        args.max_cores_per_pod,
+    )  # fmt: skip
+    print(render_plan(plan))
+    if args.json:
+        args.json.write_text(json.dumps(plan.to_json(), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 # -- entry point -----------------------------------------------------------------------
 
 
@@ -844,6 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_repo(subparsers)
     _add_validate(subparsers)
     _add_fidelity(subparsers)
+    _add_plan(subparsers)
     return parser
 
 
