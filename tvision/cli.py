@@ -870,6 +870,38 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_gpu_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tvision.gpu_check import DEFAULT_IMAGE
+
+    parser = subparsers.add_parser(
+        "gpu-check",
+        help="the gpu target on a real GPU: served vs client-side vs the in-process limit "
+        "(fails, never skips, without a GPU)",
+    )
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help="the serving image (Docker)")
+    parser.add_argument("--url", default=None, help="HOST:PORT of a Triton you started instead")
+    parser.add_argument("--no-fp16", dest="fp16", action="store_false", help="no TensorRT FP16")
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=_int_list, default=(16, 64))
+    parser.add_argument("--ready-timeout-s", type=float, default=1800.0)
+    parser.set_defaults(handler=_run_gpu_check)
+
+
+def _run_gpu_check(args: argparse.Namespace) -> int:
+    from tvision.gpu_check import GpuCheckError, render_gpu_check, run_gpu_check
+
+    try:
+        report = run_gpu_check(
+            args.image, args.url, args.fp16, args.duration_s, tuple(args.concurrency),
+            args.ready_timeout_s,
+        )  # fmt: skip
+    except GpuCheckError as exc:
+        print(f"GPU CHECK FAILED: {exc}", file=sys.stderr)
+        return 2
+    print(render_gpu_check(report))
+    return 0
+
+
 # -- entry point -----------------------------------------------------------------------
 
 
@@ -887,6 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(subparsers)
     _add_fidelity(subparsers)
     _add_plan(subparsers)
+    _add_gpu_check(subparsers)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,9 @@ class BenchPaths:
             },
         )
 
-    def limit(self, onnx_path: Path) -> RunResult:
+    def limit(
+        self, onnx_path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)
+    ) -> RunResult:
         """Same decode, preprocessing and ONNX Runtime, in-process, no server.
 
         Tries each batch size with as many worker threads as cores, each worker decoding its
@@ -129,9 +131,7 @@ class BenchPaths:
         session_options.intra_op_num_threads = 1
         session_options.inter_op_num_threads = 1
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(
-            str(onnx_path), session_options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(onnx_path), session_options, providers=list(providers))
         input_name = session.get_inputs()[0].name
         images = preprocessor(self.spec, self.options)
         best: RunResult | None = None

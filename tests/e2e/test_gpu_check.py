@@ -1,0 +1,58 @@
+"""``tvision gpu-check`` cannot run here (no GPU); what it calls is tested on the CPU: the
+refusal, the Docker command it would run, and the benchmark paths against a server it did
+not start (the session's CPU server), rendered as it renders them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_tvision
+from tvision.bench.images import bench_images
+from tvision.bench.paths import BenchPaths
+from tvision.gpu_check import RemoteServer, docker_command, render_gpu_check
+from tvision_export import configs
+from tvision_export.configs import ServingOptions
+from tvision_export.spec import DEFAULT_SPEC
+
+pytestmark = pytest.mark.e2e
+
+
+def test_without_a_gpu_the_check_fails_loudly_and_does_not_skip() -> None:
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has nvidia-smi: the no-GPU refusal cannot be produced here")
+    completed = run_tvision("gpu-check", timeout_s=120)
+    assert completed.returncode == 2
+    assert "GPU CHECK FAILED: no GPU here" in completed.stderr
+
+
+def test_the_docker_command_serves_the_export_on_all_gpus_on_loopback(tmp_path) -> None:
+    repository = tmp_path / "model_repository"
+    command = docker_command("img:tag", repository, "name", (1, 2, 3))
+    assert command[command.index("--gpus") + 1] == "all"
+    published = [command[i + 1] for i, arg in enumerate(command) if arg == "-p"]
+    assert published == ["127.0.0.1:1:8001", "127.0.0.1:2:8000", "127.0.0.1:3:8002"]
+    volumes = [command[i + 1] for i, arg in enumerate(command) if arg == "-v"]
+    assert f"{repository.resolve()}:/models:ro" in volumes
+    # The engine cache is mounted where the gpu target's config points TensorRT.
+    assert any(volume.endswith(f":{configs.TENSORRT_CACHE_DIR}") for volume in volumes)
+    assert command[command.index("img:tag") + 1 :][:2] == [
+        "tritonserver", "--model-repository=/models",
+    ]  # fmt: skip
+
+
+def test_the_paths_it_measures_run_against_a_server_it_did_not_start(
+    triton_server, cpu_export
+) -> None:
+    remote = RemoteServer(triton_server.grpc_url, triton_server.http_url)
+    remote.wait_until_ready(DEFAULT_SPEC.name, timeout_s=30)
+    bench = BenchPaths(remote, DEFAULT_SPEC, ServingOptions(), bench_images()[:4], 1.0)  # type: ignore[arg-type]
+    onnx = Path(cpu_export.written.classifier_onnx)
+    results = [bench.limit(onnx, ("CPUExecutionProvider",)), bench.served(2, DEFAULT_SPEC.name)]
+    assert all(result.images_per_s > 0 and result.errors == 0 for result in results)
+    table = render_gpu_check(
+        {"gpus": "(CPU stand-in)", "image": "session server", "ready_s": 0.0, "results": results}
+    )
+    assert "/limit" in table and "served" in table
