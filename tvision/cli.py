@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from tvision_export.verify import Problem
@@ -779,6 +779,13 @@ def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sdk.set_defaults(handler=_run_bench_sdk)
 
 
+def _emit(table: str, report: dict[str, Any], json_path: Path | None) -> None:
+    """Print a command's table, and write its report as JSON when asked to."""
+    print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from tvision.bench.render import plot, render_table
     from tvision.bench.run import check_request, run_benchmark
@@ -798,9 +805,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         overrides=overrides,
         paths=args.paths,
     )
-    print(render_table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    _emit(render_table(report), report.to_json(), args.json)
     if args.plot:
         plot(report, args.plot)
     return 0
@@ -822,9 +827,7 @@ def _run_bench_sdk(args: argparse.Namespace) -> int:
         duration_s=args.duration_s,
         progress=lambda message: print(f"[bench-sdk] {message}", file=sys.stderr, flush=True),
     )
-    print(render_sdk_table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    _emit(render_sdk_table(report), report.to_json(), args.json)
     return 0
 
 
@@ -864,9 +867,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         args.rate, args.target, args.gpu_img_s, args.gpu_source, args.repeats,
         args.max_cores_per_pod,
     )  # fmt: skip
-    print(render_plan(plan))
-    if args.json:
-        args.json.write_text(json.dumps(plan.to_json(), indent=2) + "\n", encoding="utf-8")
+    _emit(render_plan(plan), plan.to_json(), args.json)
     return 0
 
 
