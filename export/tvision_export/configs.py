@@ -101,6 +101,11 @@ class ServingOptions:
                 raise ValueError(f"{name} must be at least 1")
         if self.pod_cpus < 0:
             raise ValueError("pod_cpus must be 0 (not used) or a number of cores")
+        if self.pod_cpus and self.preprocess_instances > max(1, self.pod_cpus - 1):
+            raise ValueError(
+                f"{self.preprocess_instances} preprocess_instances do not fit pod_cpus "
+                f"{self.pod_cpus} (one core serves Triton): at most {max(1, self.pod_cpus - 1)}"
+            )
 
     @classmethod
     def for_target(cls, target: Target = "cpu", **given: Any) -> ServingOptions:

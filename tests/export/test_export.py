@@ -171,6 +171,7 @@ def test_a_misspelled_config_field_fails_at_export_time() -> None:
         ({"fp16": True}, "gpu target"),
         ({"max_batch_size": 4, "preferred_batch_sizes": (8,)}, "exceed max_batch_size"),
         ({"preprocess_instances": 0}, "preprocess_instances"),
+        ({"pod_cpus": 4, "preprocess_instances": 7}, "do not fit pod_cpus 4"),
     ],
 )
 def test_serving_options_reject_inconsistent_values(overrides, message) -> None:
