@@ -218,15 +218,23 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "GET /live on this port",
     )
     locked = parser.add_argument_group(
-        "locking down (off by default on loopback; every Kubernetes overlay turns both on)"
+        "admin APIs and TLS (model control, shared memory, statistics, trace and logging are "
+        "closed by default, behind a key made for each start and never shown)"
     )
-    locked.add_argument(
+    admin = locked.add_mutually_exclusive_group()
+    admin.add_argument(
         "--admin-key-env",
         metavar="NAME",
         default=None,
-        help="restrict model control, shared memory, statistics, trace and logging on HTTP and "
-        "gRPC to requests carrying the key held in environment variable NAME (HTTP header "
-        "'tvision-admin-key', gRPC metadata 'triton-grpc-protocol-tvision-admin-key')",
+        help="use the key held in environment variable NAME instead, so that you can call the "
+        "admin APIs (HTTP header 'tvision-admin-key', gRPC metadata "
+        "'triton-grpc-protocol-tvision-admin-key')",
+    )
+    admin.add_argument(
+        "--open-admin-apis",
+        action="store_true",
+        help="leave the admin APIs open to anyone who can connect (loopback only; refused on "
+        "any other address): anyone who reaches the HTTP port can then load code",
     )
     locked.add_argument("--grpc-tls-cert", type=Path, default=None, help="server certificate PEM")
     locked.add_argument("--grpc-tls-key", type=Path, default=None, help="server private key PEM")
@@ -239,15 +247,6 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=_run_serve)
 
 
-def _is_loopback(address: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
 def _lockdown(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """The admin key and the TLS flags ``tvision serve`` was asked for.
 
@@ -256,11 +255,13 @@ def _lockdown(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """
     admin_key = None
     if args.admin_key_env is not None:
+        from tvision.server import MIN_ADMIN_KEY_CHARS
+
         admin_key = os.environ.get(args.admin_key_env, "")
-        if len(admin_key) < 16:
+        if len(admin_key) < MIN_ADMIN_KEY_CHARS:
             raise ValueError(
                 f"--admin-key-env {args.admin_key_env}: the variable must hold a key of at "
-                "least 16 characters (e.g. export NAME=$(openssl rand -hex 32))"
+                f"least {MIN_ADMIN_KEY_CHARS} characters (e.g. export NAME=$(openssl rand -hex 32))"
             )
     if (args.grpc_tls_cert is None) != (args.grpc_tls_key is None):
         raise ValueError("--grpc-tls-cert and --grpc-tls-key go together")
@@ -292,18 +293,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         repository = _served_repository(args.repository, args.endpoint_url)
         admin_key, tls_args = _lockdown(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if admin_key is None and not _is_loopback(args.address):
-        print(
-            f"warning: serving on {args.address} with model control and shared memory open "
-            "to anyone who can connect; pass --admin-key-env to restrict them",
-            file=sys.stderr,
+        server = TritonServer(
+            repository,
+            ports,
+            address=args.address,
+            admin_key=admin_key,
+            open_admin_apis=args.open_admin_apis,
+            extra_args=tls_args,
         )
-    server = TritonServer(
-        repository, ports, address=args.address, admin_key=admin_key, extra_args=tls_args
-    )
+    except (ValueError, ServerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -318,8 +318,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if admin_key:
-        print("admin APIs: restricted (admin key required)", file=sys.stderr)
+    if args.open_admin_apis:
+        print("admin APIs: OPEN to anyone who can connect (--open-admin-apis)", file=sys.stderr)
+    elif admin_key:
+        print("admin APIs: restricted (the key in $" + args.admin_key_env + ")", file=sys.stderr)
+    else:
+        print("admin APIs: closed (a key made for this start)", file=sys.stderr)
     if tls_args:
         print("gRPC: TLS", file=sys.stderr)
     print(

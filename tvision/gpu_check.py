@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tvision.server import restricted_api_args
+
 DEFAULT_IMAGE = "registry.example.com/tvision/tritonserver:26.09-py3-tvision"
 
 
@@ -66,9 +68,10 @@ def require_cuda_onnxruntime() -> list[str]:
 
 
 def docker_command(
-    image: str, repository: Path, name: str, ports: tuple[int, int, int]
+    image: str, repository: Path, name: str, ports: tuple[int, int, int], admin_key: str
 ) -> list[str]:
-    """``docker run`` for the serving image on all GPUs, ports on loopback only."""
+    """``docker run`` for the serving image on all GPUs, ports on loopback only, the admin
+    APIs behind ``admin_key`` as in every overlay."""
     grpc, http, metrics = ports
     return [
         "docker", "run", "--rm", "--detach", "--name", name, "--gpus", "all",
@@ -79,6 +82,7 @@ def docker_command(
         # The engine cache the gpu target's config points at, kept beside the repository.
         "-v", f"{(repository.parent / 'tensorrt-cache').resolve()}:/cache/tensorrt",
         image, "tritonserver", "--model-repository=/models", "--strict-readiness=true",
+        *restricted_api_args(admin_key),
     ]  # fmt: skip
 
 
@@ -90,6 +94,8 @@ class RemoteServer:
     http_url: str
     process: Any = None
     notes: list[str] = field(default_factory=list)
+    # Statistics are an admin API; a server started with a key needs it here.
+    admin_grpc_headers: dict[str, str] = field(default_factory=dict)
 
     def wait_until_ready(self, model: str, timeout_s: float) -> None:
         """Raises GpuCheckError when the ensemble is not ready in time (an engine build
@@ -118,7 +124,7 @@ def run_gpu_check(
     """Raises GpuCheckError where it cannot run (no GPU, no CUDA ONNX Runtime, no Docker)."""
     from tvision.bench.images import bench_images
     from tvision.bench.paths import BenchPaths
-    from tvision.server import ServerPorts
+    from tvision.server import GRPC_ADMIN_KEY_HEADER, ServerPorts, new_admin_key
     from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.spec import DEFAULT_SPEC
@@ -134,13 +140,19 @@ def run_gpu_check(
         container = f"tvision-gpu-check-{int(time.time())}"
         if url is None:
             ports = ServerPorts.free()
+            admin_key = new_admin_key()
             subprocess.run(
                 docker_command(
-                    image, repository, container, (ports.grpc, ports.http, ports.metrics)
+                    image, repository, container, (ports.grpc, ports.http, ports.metrics),
+                    admin_key,
                 ),
                 check=True,
+            )  # fmt: skip
+            server = RemoteServer(
+                f"127.0.0.1:{ports.grpc}",
+                f"http://127.0.0.1:{ports.http}",
+                admin_grpc_headers={GRPC_ADMIN_KEY_HEADER: admin_key},
             )
-            server = RemoteServer(f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.http}")
         else:
             host = url.rsplit(":", 1)[0]
             server = RemoteServer(url, f"http://{host}:8000")

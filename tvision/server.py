@@ -70,6 +70,38 @@ ADMIN_APIS = ("model-repository", "shared-memory", "statistics", "trace", "loggi
 ADMIN_KEY_HEADER = "tvision-admin-key"
 # Triton prefixes a restricted protocol's key this way in gRPC metadata.
 GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+# Keys shorter than this are refused: a key is the only wall in front of model control.
+MIN_ADMIN_KEY_CHARS = 16
+
+# gRPC keepalive, the server's side: the SDK pings every few seconds so that it notices a
+# replica cut off from the network in seconds, not after the 20 s TCP user timeout; Triton's
+# default policy (a ping every 5 minutes at most, 2 strikes) would close such a channel.
+# The server pings too, and drops a peer that stops answering.
+GRPC_KEEPALIVE_ARGS = (
+    "--grpc-keepalive-time=10000",
+    "--grpc-keepalive-timeout=5000",
+    "--grpc-keepalive-permit-without-calls=true",
+    "--grpc-http2-max-pings-without-data=0",
+    "--grpc-http2-min-recv-ping-interval-without-data=1000",
+    "--grpc-http2-max-ping-strikes=0",
+)
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": addresses no other machine reaches."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def new_admin_key() -> str:
+    """A key for one server start, known only to its launcher (and its watchdog)."""
+    import secrets
+
+    return secrets.token_urlsafe(32)
 
 
 def restricted_api_args(admin_key: str) -> list[str]:
@@ -207,14 +239,35 @@ class TritonServer:
         exit_timeout_s: int = 20,
         log_path: Path | None = None,
         admin_key: str | None = None,
+        open_admin_apis: bool = False,
         serving_args: Sequence[str] | None = None,
         environment: Mapping[str, str] | None = None,
     ) -> None:
-        """``serving_args``, when given, replace the launcher's own serving flags (repository,
-        model control, exit timeout): the Kubernetes conformance test runs the rendered
-        Deployment's flags this way. Addresses, ports and the python backend's placement on
-        this machine are always the launcher's. ``admin_key`` restricts ADMIN_APIS.
-        ``environment`` is added to this process's environment for the server."""
+        """Closed by default: ADMIN_APIS answer only requests carrying ``admin_key``, or,
+        without one, a key made for this start and known only to this object
+        (``admin_headers``). ``open_admin_apis=True`` leaves them open, on loopback only.
+
+        ``serving_args``, when given, replace the launcher's own serving flags (repository,
+        model control, exit timeout, the admin restriction): the Kubernetes conformance test
+        runs the rendered Deployment's flags, which restrict the APIs themselves, this way.
+        Addresses, ports and the python backend's placement on this machine are always the
+        launcher's. ``environment`` is added to this process's environment for the server.
+
+        Raises:
+            ServerError: open admin APIs on an address other machines reach, or a key given
+                together with ``open_admin_apis``, or a key that is too short.
+        """
+        if open_admin_apis and admin_key is not None:
+            raise ServerError("an admin key and open admin APIs exclude each other")
+        if open_admin_apis and not is_loopback(address):
+            raise ServerError(
+                f"refusing to serve {address} with the admin APIs open: anyone who can connect "
+                "could load code (model control) or touch shared memory; keep them closed"
+            )
+        if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_CHARS:
+            raise ServerError(f"the admin key must have at least {MIN_ADMIN_KEY_CHARS} characters")
+        if admin_key is None and not open_admin_apis and serving_args is None:
+            admin_key = new_admin_key()
         # A local directory, or a remote repository as Triton spells it (s3://...).
         self.remote = str(repository).startswith(("s3://", "gs://", "as://"))
         self.repository: Path | str = str(repository) if self.remote else Path(repository).resolve()
@@ -256,6 +309,11 @@ class TritonServer:
         """The HTTP header that admits admin API calls (empty when unrestricted)."""
         return {} if self.admin_key is None else {ADMIN_KEY_HEADER: self.admin_key}
 
+    @property
+    def admin_grpc_headers(self) -> dict[str, str]:
+        """The gRPC metadata (tritonclient ``headers=``) that admits admin calls."""
+        return {} if self.admin_key is None else {GRPC_ADMIN_KEY_HEADER: self.admin_key}
+
     def command(self, backend_dir: Path) -> list[str]:
         serving = self.serving_args
         if serving is None:
@@ -281,6 +339,7 @@ class TritonServer:
             f"--metrics-port={self.ports.metrics}",
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *GRPC_KEEPALIVE_ARGS,
             *restricted,
             *self.extra_args,
         ]

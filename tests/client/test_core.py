@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
 
@@ -11,11 +12,17 @@ from tritonclient.grpc import service_pb2
 
 from tvision_client import RetryPolicy, RetryStats
 from tvision_client._core import (
+    KEEPALIVE_TIME_MS,
+    KEEPALIVE_TIMEOUT_MS,
     Deadline,
+    EndpointCoolDown,
+    LeastOutstanding,
+    RetryBudget,
     RetryingCall,
     TensorNames,
     backoff_s,
     build_infer_request,
+    channel_options,
     deserialize_bytes_tensor,
     parse_classifications,
     parse_endpoints,
@@ -90,17 +97,67 @@ def test_no_retry_once_the_deadline_is_spent() -> None:
     assert retry_delay_s(grpc.StatusCode.UNAVAILABLE, 1, policy, deadline) is None
 
 
-def test_round_robin_rotates_and_a_retry_avoids_failed_endpoints() -> None:
-    from tvision_client._core import RoundRobin
+def _picks(picker: LeastOutstanding, count: int, avoid: set[int] | None = None) -> list[int]:
+    """``count`` attempts one after another, each done before the next is picked."""
+    picked = []
+    for _ in range(count):
+        picked.append(picker.pick(avoid=avoid or set()))
+        picker.done(picked[-1])
+    return picked
 
-    picker = RoundRobin(3)
-    assert [picker.pick() for _ in range(4)] == [0, 1, 2, 0]
-    assert picker.pick(avoid={1}) == 2
-    assert picker.pick(avoid={0, 2}) == 1
+
+def test_idle_picker_rotates_and_a_retry_avoids_failed_endpoints() -> None:
+    picker = LeastOutstanding(3)
+    assert _picks(picker, 4) == [0, 1, 2, 0]
+    assert _picks(picker, 1, avoid={1}) == [2]
+    assert _picks(picker, 1, avoid={0, 2}) == [1]
     # Every endpoint failed this call: keep rotating rather than hammer one of them.
-    picker = RoundRobin(3)
-    picker.pick()
-    assert [picker.pick(avoid={0, 1, 2}) for _ in range(3)] == [1, 2, 0]
+    picker = LeastOutstanding(3)
+    _picks(picker, 1)
+    assert _picks(picker, 3, avoid={0, 1, 2}) == [1, 2, 0]
+    assert picker.outstanding() == [0, 0, 0]
+
+
+def test_picker_prefers_the_endpoint_with_fewest_attempts_in_flight() -> None:
+    picker = LeastOutstanding(3)
+    assert [picker.pick() for _ in range(3)] == [0, 1, 2]  # one in flight on each
+    picker.done(1)
+    assert picker.pick() == 1  # the only one with none in flight
+    picker.done(0)
+    picker.done(2)
+    assert picker.outstanding() == [0, 1, 0]
+    assert picker.pick(avoid={0}) == 2  # avoid wins over fewer in flight...
+    assert picker.pick(avoid={0, 1, 2}) == 0  # ...until all are avoided
+    assert picker.outstanding() == [1, 1, 1]
+
+
+def test_picker_sends_most_calls_to_the_faster_endpoint_under_concurrent_load() -> None:
+    """Four workers call in a loop; endpoint 1 takes 10 ticks an attempt, endpoint 0 one
+    tick. Simulated on a counter, not timed: picks are counted."""
+    picker = LeastOutstanding(2)
+    latency_ticks = [1, 10]
+    finishing: list[tuple[int, int]] = []  # (tick, endpoint) of the attempts in flight
+    for _ in range(4):
+        index = picker.pick()
+        heapq.heappush(finishing, (latency_ticks[index], index))
+    picks = [0, 0]
+    while sum(picks) < 400:
+        now, index = heapq.heappop(finishing)
+        picker.done(index)
+        index = picker.pick()
+        picks[index] += 1
+        heapq.heappush(finishing, (now + latency_ticks[index], index))
+    assert picks[0] > 4 * picks[1], picks  # round-robin would split them 200/200
+
+
+def test_channel_keeps_connections_alive_with_pings_the_server_must_permit() -> None:
+    options = dict(channel_options(1024, None))
+    assert options["grpc.keepalive_time_ms"] == KEEPALIVE_TIME_MS <= 10_000
+    assert options["grpc.keepalive_timeout_ms"] == KEEPALIVE_TIMEOUT_MS < KEEPALIVE_TIME_MS
+    # Pings on idle connections, and without a limit on pings between data frames.
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.http2.max_pings_without_data"] == 0
+    assert options["grpc.enable_retries"] == 0
 
 
 class _Unavailable(grpc.RpcError):
@@ -119,12 +176,12 @@ def test_retrying_call_counts_attempts_avoids_failed_endpoints_and_gives_up() ->
 
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.01)
     call = RetryingCall(policy, Deadline(10.0), "classify", rng=random.Random(0))
-    call.remaining_s()
+    call.begin_attempt(0)
     assert 0 <= call.after_failure(0, _Unavailable()) <= 0.01
-    call.remaining_s()
+    call.begin_attempt(1)
     call.after_failure(1, _Unavailable())
     assert call.failed_endpoints == {0, 1} and call.attempts == 2
-    call.remaining_s()
+    call.begin_attempt(0)
     with pytest.raises(UnavailableError, match="classify: server is stopping") as raised:
         call.after_failure(0, _Unavailable())
     assert isinstance(raised.value.__cause__, _Unavailable)
@@ -134,7 +191,7 @@ def test_retrying_call_raises_at_once_on_a_non_retryable_code() -> None:
     from tvision_client import InvalidInputError
 
     call = RetryingCall(RetryPolicy(), Deadline(10.0), "classify")
-    call.remaining_s()
+    call.begin_attempt(0)
     with pytest.raises(InvalidInputError):
         call.after_failure(0, _Unavailable(grpc.StatusCode.INVALID_ARGUMENT))
     assert call.attempts == 1
@@ -174,14 +231,14 @@ def test_not_found_is_retried_elsewhere_only_while_another_endpoint_is_left() ->
         RetryPolicy(initial_backoff_s=0.0), Deadline(10.0), "classify",
         endpoints=2, cool_down=cool_down,
     )  # fmt: skip
-    call.remaining_s()
+    call.begin_attempt(0)
     assert call.after_failure(0, _Unavailable(grpc.StatusCode.NOT_FOUND)) >= 0
     assert call.avoid() == {0} and cool_down.cooling() == {0}
-    call.remaining_s()
+    call.begin_attempt(1)
     with pytest.raises(ModelNotFoundError):
         call.after_failure(1, _Unavailable(grpc.StatusCode.NOT_FOUND))
     single = RetryingCall(RetryPolicy(), Deadline(10.0), "classify", endpoints=1)
-    single.remaining_s()
+    single.begin_attempt(0)
     with pytest.raises(ModelNotFoundError):
         single.after_failure(0, _Unavailable(grpc.StatusCode.NOT_FOUND))
 
@@ -192,7 +249,101 @@ def test_a_refused_retry_says_the_budget_is_spent() -> None:
 
     budget = RetryBudget(RetryPolicy(budget_ratio=0.0, budget_reserve_per_s=0.0))
     call = RetryingCall(RetryPolicy(), Deadline(10.0), "classify", budget=budget)
-    call.remaining_s()
+    call.begin_attempt(0)
     with pytest.raises(UnavailableError, match="retry budget is spent"):
         call.after_failure(0, _Unavailable())
     assert budget.stats().refused == 1
+
+
+_TIMED_OUT = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_attempt_timeout_is_shorter_than_the_deadline_and_retried_on_another_endpoint() -> None:
+    from tvision_client import DeadlineExceededError
+
+    clock = _Clock()
+    cool_down = EndpointCoolDown(clock)
+    policy = RetryPolicy(attempt_timeout_s=2.0, initial_backoff_s=0.0)
+    call = RetryingCall(policy, Deadline(10.0, clock), "classify", endpoints=2, cool_down=cool_down)
+    assert call.begin_attempt(0) == 2.0
+    clock.now += 2.0
+    assert call.after_failure(0, _Unavailable(_TIMED_OUT)) == 0.0  # retried...
+    assert call.avoid() == {0} and cool_down.cooling() == {0}  # ...elsewhere; 0 cools down
+    # The last endpoint left gets the whole remaining deadline: its timeout has no retry.
+    assert call.begin_attempt(1) == 8.0
+    clock.now += 8.0
+    with pytest.raises(DeadlineExceededError, match=r"deadline of 10 s exceeded"):
+        call.after_failure(1, _Unavailable(_TIMED_OUT))
+    # A spent deadline says nothing about endpoint 1 (and 0's cool-down is over).
+    assert cool_down.cooling() == set()
+
+
+def test_a_spent_deadline_is_final_and_cools_nothing_down() -> None:
+    from tvision_client import DeadlineExceededError
+
+    clock = _Clock()
+    cool_down = EndpointCoolDown(clock)
+    call = RetryingCall(
+        RetryPolicy(attempt_timeout_s=2.0), Deadline(1.5, clock), "classify",
+        endpoints=2, cool_down=cool_down,
+    )  # fmt: skip
+    assert call.begin_attempt(0) == 1.5  # less deadline left than an attempt's timeout
+    clock.now += 1.5
+    with pytest.raises(DeadlineExceededError, match=r"deadline of 1\.5 s exceeded") as raised:
+        call.after_failure(0, _Unavailable(_TIMED_OUT))
+    assert isinstance(raised.value.__cause__, _Unavailable)
+    assert cool_down.cooling() == set() and call.attempts == 1
+
+
+def test_a_lone_endpoint_is_retried_once_after_an_attempt_timeout() -> None:
+    from tvision_client import DeadlineExceededError
+
+    clock = _Clock()
+    call = RetryingCall(
+        RetryPolicy(attempt_timeout_s=2.0, initial_backoff_s=0.0), Deadline(10.0, clock),
+        "classify", endpoints=1,
+    )  # fmt: skip
+    assert call.begin_attempt(0) == 2.0
+    clock.now += 2.0
+    assert call.after_failure(0, _Unavailable(_TIMED_OUT)) == 0.0
+    assert call.begin_attempt(0) == 8.0  # the retry may use all that is left
+    clock.now += 8.0
+    with pytest.raises(DeadlineExceededError):
+        call.after_failure(0, _Unavailable(_TIMED_OUT))
+
+
+def test_the_last_attempt_and_a_disabled_attempt_timeout_get_the_whole_deadline() -> None:
+    clock = _Clock()
+    no_retry = RetryingCall(
+        RetryPolicy(max_attempts=1), Deadline(10.0, clock), "classify", endpoints=2
+    )
+    assert no_retry.begin_attempt(0) == 10.0
+    unlimited = RetryingCall(
+        RetryPolicy(attempt_timeout_s=None), Deadline(10.0, clock), "classify", endpoints=2
+    )
+    assert unlimited.begin_attempt(0) == 10.0
+    with pytest.raises(ValueError, match="attempt_timeout_s"):
+        RetryPolicy(attempt_timeout_s=0.0)
+
+
+def test_an_attempt_timeout_is_not_retried_once_the_retry_budget_is_spent() -> None:
+    from tvision_client import DeadlineExceededError
+
+    clock = _Clock()
+    cool_down = EndpointCoolDown(clock)
+    policy = RetryPolicy(attempt_timeout_s=2.0, budget_ratio=0.0, budget_reserve_per_s=0.1)
+    budget = RetryBudget(policy, clock)  # a reserve of exactly one retry
+    call = RetryingCall(
+        policy, Deadline(10.0, clock), "classify",
+        endpoints=2, budget=budget, cool_down=cool_down,
+    )  # fmt: skip
+    assert call.begin_attempt(0) == 2.0  # a retry is still in the budget
+    assert budget.try_retry()  # another call spends it meanwhile
+    clock.now += 2.0
+    with pytest.raises(DeadlineExceededError, match="attempt timed out after 2 s") as raised:
+        call.after_failure(0, _Unavailable(_TIMED_OUT))
+    assert "retry budget is spent" in str(raised.value)
+    assert cool_down.cooling() == {0}  # the endpoint still timed out
+    # With the budget spent, an attempt is no longer cut short: it could not be retried.
+    later = RetryingCall(policy, Deadline(10.0, clock), "classify", endpoints=2, budget=budget)
+    assert later.begin_attempt(1) == 10.0

@@ -206,13 +206,16 @@ def test_dynamic_batcher_executes_batches_larger_than_one(client, triton_server)
 
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     before = {
-        model: executed_batch_sizes(triton_server.grpc_url, model)
+        model: executed_batch_sizes(triton_server.grpc_url, model, triton_server.admin_grpc_headers)
         for model in (names.preprocess, names.classifier)
     }
     photo = sample_photo("coffee").path.read_bytes()
     results = client.classify_batch([photo] * 48)  # 16 requests in flight at a time
     assert {result.top.label for result in results} == {"espresso"}
     for model, counts in before.items():
-        executed = difference(executed_batch_sizes(triton_server.grpc_url, model), counts)
+        executed = difference(
+            executed_batch_sizes(triton_server.grpc_url, model, triton_server.admin_grpc_headers),
+            counts,
+        )
         assert sum(size * count for size, count in executed.items()) == 48, (model, executed)
         assert max(executed) > 1, f"{model} ran only single requests: {executed}"

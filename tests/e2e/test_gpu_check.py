@@ -13,6 +13,7 @@ from tests.helpers import run_tvision
 from tvision.bench.images import bench_images
 from tvision.bench.paths import BenchPaths
 from tvision.gpu_check import RemoteServer, docker_command, render_gpu_check
+from tvision.server import ADMIN_APIS, ADMIN_KEY_HEADER
 from tvision_export import configs
 from tvision_export.configs import ServingOptions
 from tvision_export.spec import DEFAULT_SPEC
@@ -30,7 +31,8 @@ def test_without_a_gpu_the_check_fails_loudly_and_does_not_skip() -> None:
 
 def test_the_docker_command_serves_the_export_on_all_gpus_on_loopback(tmp_path) -> None:
     repository = tmp_path / "model_repository"
-    command = docker_command("img:tag", repository, "name", (1, 2, 3))
+    key = "gpu-check-admin-key-0123456789"
+    command = docker_command("img:tag", repository, "name", (1, 2, 3), key)
     assert command[command.index("--gpus") + 1] == "all"
     published = [command[i + 1] for i, arg in enumerate(command) if arg == "-p"]
     assert published == ["127.0.0.1:1:8001", "127.0.0.1:2:8000", "127.0.0.1:3:8002"]
@@ -41,12 +43,20 @@ def test_the_docker_command_serves_the_export_on_all_gpus_on_loopback(tmp_path) 
     assert command[command.index("img:tag") + 1 :][:2] == [
         "tritonserver", "--model-repository=/models",
     ]  # fmt: skip
+    # Closed by default there too: every admin API behind the run's own key.
+    restricted = [arg for arg in command if arg.startswith("--http-restricted-api=")]
+    assert restricted == [f"--http-restricted-api={','.join(ADMIN_APIS)}:{ADMIN_KEY_HEADER}={key}"]
+    assert any(arg.startswith("--grpc-restricted-protocol=") for arg in command)
 
 
 def test_the_paths_it_measures_run_against_a_server_it_did_not_start(
     triton_server, cpu_export
 ) -> None:
-    remote = RemoteServer(triton_server.grpc_url, triton_server.http_url)
+    remote = RemoteServer(
+        triton_server.grpc_url,
+        triton_server.http_url,
+        admin_grpc_headers=triton_server.admin_grpc_headers,
+    )
     remote.wait_until_ready(DEFAULT_SPEC.name, timeout_s=30)
     bench = BenchPaths(remote, DEFAULT_SPEC, ServingOptions(), bench_images()[:4], 1.0)  # type: ignore[arg-type]
     onnx = Path(cpu_export.written.classifier_onnx)

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import http_status
 from tvision.server import ADMIN_KEY_HEADER, ServerPorts, TritonServer
 from tvision_client import Client, TLSConfig
 from tvision_export.samples import sample_photo
@@ -69,6 +70,11 @@ def test_serve_reports_its_ports_and_leaves_no_stub_behind(
     serve, repository, ports, output = _start_serve(cpu_repository, tmp_path)
     try:
         assert f"ready: gRPC 127.0.0.1:{ports.grpc}" in output, output
+        # Closed by default: with no flag at all, model control answers 403.
+        assert "admin APIs: closed" in output, output
+        base = f"http://127.0.0.1:{ports.http}"
+        assert http_status(base, "POST", "/v2/repository/index") == 403
+        assert http_status(base, "GET", "/v2/models/efficientnet_lite0/config") == 200
         # The server and its python-backend stubs are running now.
         assert len(_processes_serving(repository)) >= 2
         serve.send_signal(stop_signal)
@@ -136,6 +142,8 @@ def test_serve_locked_down_restricts_admin_apis_and_serves_grpc_over_tls(
     [
         (["--admin-key-env", "TVISION_TEST_UNSET_KEY"], "at least 16 characters"),
         (["--grpc-tls-cert", "server.pem"], "go together"),
+        (["--address", "0.0.0.0", "--open-admin-apis"], "refusing to serve 0.0.0.0"),
+        (["--open-admin-apis", "--admin-key-env", "KEY"], "not allowed with argument"),
     ],
 )
 def test_serve_refuses_half_a_lockdown_with_a_clear_error(cpu_repository, extra, message) -> None:
@@ -144,8 +152,9 @@ def test_serve_refuses_half_a_lockdown_with_a_clear_error(cpu_repository, extra,
          *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
 
 
 def test_the_watchdog_heals_a_locked_down_server(cpu_repository) -> None:

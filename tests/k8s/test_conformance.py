@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import tritonclient.grpc as grpcclient
 
+from tests.helpers import ADMIN_HTTP_ENDPOINTS, http_status
 from tests.k8s.rendering import container_environment, expand, render, triton_container
 from tvision.server import (
     ADMIN_APIS,
@@ -38,14 +39,6 @@ from tvision_export.samples import sample_photo
 pytestmark = pytest.mark.e2e
 
 ADMIN_KEY = "tvision-conformance-admin-key"
-# One request per restricted HTTP API: (method, path).
-ADMIN_ENDPOINTS = {
-    "model-repository": ("POST", "/v2/repository/index"),
-    "shared-memory": ("GET", "/v2/systemsharedmemory/status"),
-    "statistics": ("GET", "/v2/models/stats"),
-    "trace": ("GET", "/v2/trace/setting"),
-    "logging": ("GET", "/v2/logging"),
-}
 
 
 def _rendered_dev() -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -86,15 +79,7 @@ def _probe(server: TritonServer, probe: dict[str, Any]) -> int:
 
 
 def _http(server: TritonServer, method: str, path: str, headers: dict[str, str]) -> int:
-    data = b"{}" if method == "POST" else None
-    request = urllib.request.Request(
-        f"{server.http_url}{path}", data=data, method=method, headers=headers
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return http_status(server.http_url, method, path, headers)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +120,7 @@ def test_inference_health_metadata_and_config_stay_open(dev_server) -> None:
 
 @pytest.mark.parametrize("api", ADMIN_APIS)
 def test_admin_apis_answer_403_without_the_key_and_200_with_it(dev_server, api) -> None:
-    method, path = ADMIN_ENDPOINTS[api]
+    method, path = ADMIN_HTTP_ENDPOINTS[api]
     assert _http(dev_server, method, path, {}) == 403
     assert _http(dev_server, method, path, {ADMIN_KEY_HEADER: "wrong-key"}) == 403
     assert _http(dev_server, method, path, {ADMIN_KEY_HEADER: ADMIN_KEY}) == 200

@@ -86,6 +86,7 @@ class BenchPaths:
         self.duration_s = duration_s
         self.images = images
         self.cpu = CpuMeter(server.process.pid if server.process else None)
+        self._admin = server.admin_grpc_headers
 
     def _warm(self, call: Callable[[BenchImage], int], concurrency: int) -> None:
         run_closed_loop(call, self.images, concurrency, min(1.0, self.duration_s / 4))
@@ -94,13 +95,15 @@ class BenchPaths:
         self, path: str, concurrency: int, call: Callable[[BenchImage], int], classifier: str
     ) -> RunResult:
         self._warm(call, concurrency)
-        batches_before = executed_batch_sizes(self.server.grpc_url, classifier)
+        batches_before = executed_batch_sizes(self.server.grpc_url, classifier, self._admin)
         parts_before, client_before = self.cpu.server_by_part(), self.cpu.client_s()
         load = run_closed_loop(call, self.images, concurrency, self.duration_s)
         parts = difference(self.cpu.server_by_part(), parts_before)
         client_cpu_s = self.cpu.client_s() - client_before
         images = max(load.calls, 1)
-        batches = difference(executed_batch_sizes(self.server.grpc_url, classifier), batches_before)
+        batches = difference(
+            executed_batch_sizes(self.server.grpc_url, classifier, self._admin), batches_before
+        )
         return _result(
             path,
             concurrency,

@@ -38,12 +38,17 @@ class CpuMeter:
         return time.process_time()
 
 
-def executed_batch_sizes(grpc_url: str, model: str) -> dict[int, int]:
-    """How many executions of each batch size ``model`` has run, from Triton's statistics."""
+def executed_batch_sizes(
+    grpc_url: str, model: str, admin_headers: dict[str, str] | None = None
+) -> dict[int, int]:
+    """How many executions of each batch size ``model`` has run, from Triton's statistics
+    (an admin API: pass the server's ``admin_grpc_headers``)."""
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(grpc_url) as client:
-        stats: dict[str, Any] = client.get_inference_statistics(model_name=model, as_json=True)
+        stats: dict[str, Any] = client.get_inference_statistics(
+            model_name=model, headers=admin_headers, as_json=True
+        )
     counts: dict[int, int] = {}
     for model_stats in stats.get("model_stats", []):
         for batch in model_stats.get("batch_stats", []):
