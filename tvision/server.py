@@ -564,12 +564,51 @@ class StubWatchdog:
             short = [
                 model for model, count in self.expected.items() if len(live.get(model, [])) < count
             ]
+            if short:
+                # An admin may have unloaded the model: its stubs went with it, on purpose.
+                states = self.model_states()
+                unloaded = [model for model in short if states.get(model, "READY") != "READY"]
+                for model in unloaded:
+                    del self.expected[model]
+                short = [model for model in short if model not in unloaded]
+            # A model loaded (again) through model control is watched once it is READY (all
+            # its instances, and so all its stubs, are up by then).
+            new = [model for model in live if model not in self.expected]
+            if new:
+                states = self.model_states()
+                for model in new:
+                    if states.get(model) == "READY":
+                        self.expected[model] = len(live[model])
             if not short:
                 self.healthy = True
                 continue
             self.healthy = False
             for model in short:
                 self._reload(model)
+
+    def model_states(self) -> dict[str, str]:
+        """Each model's state in the repository index ("READY", "UNAVAILABLE", ...); empty
+        when the index cannot be read (then every short model is taken for a dead stub)."""
+        import json
+
+        request = urllib.request.Request(
+            f"{self.server.http_url}/v2/repository/index",
+            data=b"{}",
+            method="POST",
+            headers=self.server.admin_headers,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                index = json.loads(reply.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+        # One entry per version; a model with any READY version counts as READY.
+        states: dict[str, str] = {}
+        for entry in index:
+            name, state = entry.get("name", ""), entry.get("state", "")
+            if states.get(name) != "READY":
+                states[name] = state
+        return states
 
     def _reload(self, model: str) -> None:
         """Load the model again with its own config, plus a reload counter, as an override.

@@ -154,6 +154,7 @@ def test_channel_keeps_connections_alive_with_pings_the_server_must_permit() -> 
     options = dict(channel_options(1024, None))
     assert options["grpc.keepalive_time_ms"] == KEEPALIVE_TIME_MS <= 10_000
     assert options["grpc.keepalive_timeout_ms"] == KEEPALIVE_TIMEOUT_MS < KEEPALIVE_TIME_MS
+    assert options["grpc.http2.ping_timeout_ms"] == KEEPALIVE_TIMEOUT_MS  # any ping's ack
     # Pings on idle connections, and without a limit on pings between data frames.
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.http2.max_pings_without_data"] == 0

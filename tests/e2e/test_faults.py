@@ -131,6 +131,43 @@ def test_a_killed_stub_is_replaced_and_readiness_says_so(cpu_repository, fault_t
     )  # fmt: skip
 
 
+def test_an_admin_unload_is_not_taken_for_a_dead_stub(cpu_repository, fault_table) -> None:
+    """Unloading a model through model control ends its stubs on purpose: the watchdog must
+    not "heal" it back (it used to try, and fail with 404, four times a second), and it
+    watches the model again once it is loaded again."""
+    model = f"{DEFAULT_SPEC.name}_preprocess"
+    with TritonServer(cpu_repository, ServerPorts.free()) as server:
+        assert server.watchdog is not None
+        admin = server.admin_headers
+
+        def control(action: str) -> None:
+            url = f"{server.http_url}/v2/repository/models/{model}/{action}"
+            request = urllib.request.Request(url, data=b"{}", method="POST", headers=admin)
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                assert reply.status == 200
+
+        control("unload")
+        gone_s = _wait_for(lambda: model not in server.watchdog.stubs(), 30)
+        assert gone_s is not None
+        # Many watchdog rounds (every 0.25 s) with the model's stubs gone.
+        time.sleep(3)
+        assert server.watchdog.heals == []
+        assert model not in server.watchdog.expected
+        assert server.watchdog.healthy
+        control("load")
+        assert _wait_for(lambda: model in server.watchdog.expected, 30) is not None
+        with Client(server.grpc_url, timeout_s=60) as client:
+            assert client.classify(COFFEE).top.label == "espresso"
+        # Watched again: a stub killed now is healed.
+        os.kill(server.watchdog.stubs()[model][0], signal.SIGKILL)
+        assert _wait_for(lambda: bool(server.watchdog.heals), 30) is not None
+        assert _wait_for(lambda: server.watchdog.heals[0].recovered_s is not None, 60)
+        assert server.watchdog.heals[0].model == model
+    fault_table.append(
+        FaultRow("admin unload, then load (not a dead stub)", 1, 0, None, "no heal attempted")
+    )
+
+
 def _poison_request() -> service_pb2.ModelInferRequest:
     """A BYTES tensor whose 4-byte length prefix claims more data than follows."""
     request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)

@@ -6,7 +6,6 @@ or awaited); everything they hold and every request they build comes from here.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,10 +48,9 @@ class ClientBase:
             channel_factory(endpoint, credentials, options) for endpoint in self.endpoints
         ]
         self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in self._channels]
-        self._round_robin = _core.RoundRobin(len(self._stubs))
+        self._picker = _core.LeastOutstanding(len(self._stubs))
         self._retry_budget = _core.RetryBudget(self.retry)
         self._cool_down = _core.EndpointCoolDown()
-        self._lock = threading.Lock()
         self._model_info: dict[str, ModelInfo] = {}
 
     def _deadline(self, timeout_s: float | None) -> _core.Deadline:
@@ -72,10 +70,14 @@ class ClientBase:
         """Calls made, retries spent and retries the budget refused, since the client began."""
         return self._retry_budget.stats()
 
-    def _pick(self, failed: set[int]) -> tuple[int, Any]:
-        with self._lock:
-            index = self._round_robin.pick(avoid=failed)
-        return index, self._stubs[index]
+    def _begin(self, call: _core.RetryingCall) -> tuple[int, Any, float]:
+        """Pick an endpoint for the next attempt of ``call``: its index, its stub and the
+        attempt's timeout. The attempt is in flight until ``_end(index)``."""
+        index = self._picker.pick(avoid=call.avoid())
+        return index, self._stubs[index], call.begin_attempt(index)
+
+    def _end(self, index: int) -> None:
+        self._picker.done(index)
 
     def _ready_request(self) -> tuple[service_pb2.ModelReadyRequest, str]:
         return service_pb2.ModelReadyRequest(name=self.model), f"readiness of {self.model!r}"

@@ -46,6 +46,19 @@ _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 _RETRYABLE_ELSEWHERE = frozenset({grpc.StatusCode.NOT_FOUND})
 # How long an endpoint that just failed a call is passed over by the next calls.
 ENDPOINT_COOL_DOWN_S = 1.0
+# HTTP/2 keepalive: a connection that goes silent (a replica black-holed: packets dropped,
+# nothing closed) is noticed at most KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS, 8 s, after
+# the last byte it brought, instead of by the 20 s TCP user timeout, or never while the
+# peer's kernel still acknowledges. gRPC then closes it, its calls fail UNAVAILABLE (and
+# are retried elsewhere), and it reconnects. A ping is a 17-byte frame each way every 5 s
+# per idle connection. The ack comes from the server's gRPC transport, not from the model,
+# so a busy server still answers at once; 3 s leaves room for a congested link.
+# The server must accept these pings, or it closes the connection with GOAWAY
+# "too_many_pings": Triton needs --grpc-keepalive-permit-without-calls=true,
+# --grpc-http2-min-recv-ping-interval-without-data below KEEPALIVE_TIME_MS (at most 4000,
+# a margin for timer jitter) and --grpc-http2-max-ping-strikes=0.
+KEEPALIVE_TIME_MS = 5_000
+KEEPALIVE_TIMEOUT_MS = 3_000
 
 
 # -- endpoints and channels ---------------------------------------------------------------
@@ -76,7 +89,18 @@ def channel_options(max_message_bytes: int, tls: TLSConfig | None) -> list[tuple
         # A dns:/// target resolving to several pods gets every pod, balanced per call.
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.enable_retries", 0),  # retries are ours, under one deadline
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # With keepalive on, gRPC waits this long for the ack of any ping (1 minute by
+        # default), and sends no keepalive ping while another one, e.g. a flow-control
+        # (BDP) probe, is unanswered: without it the black-hole test's call waited out its
+        # 20 s deadline. Not in grpc's public header; that test proves the key still works.
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # Ping idle connections too: a dead one is then found before a call is sent on it.
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC sends at most 2 pings between data frames by default: an idle connection
+        # would no longer be checked after 10 s.
+        ("grpc.http2.max_pings_without_data", 0),
         # gRPC's reconnect backoff grows to 120 s by default; a restarted server would sit
         # unused that long. Cap it so a replica is back in rotation within about 2 s.
         ("grpc.initial_reconnect_backoff_ms", 200),
@@ -96,23 +120,46 @@ def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
     )
 
 
-class RoundRobin:
-    """Picks endpoint indexes in turn; a retry avoids the endpoints that already failed it."""
+class LeastOutstanding:
+    """Picks the endpoint with the fewest attempts in flight from this client.
+
+    A slow or stuck replica holds its attempts longer, so it is picked less: with 200 ms
+    added on one of two replicas, most calls go to the other. Ties (an idle client, calls
+    one at a time) rotate as round-robin does. The counts are this client's own and exact,
+    so all endpoints are compared rather than two chosen at random ("power of two
+    choices" is for many endpoints or shared, stale counts). ``pick`` counts the attempt as
+    in flight and ``done`` ends it: every pick must be paired with one ``done``, on success
+    or failure. Thread-safe.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._next = 0
+        self._outstanding = [0] * size
+        self._lock = threading.Lock()
 
     def pick(self, avoid: frozenset[int] | set[int] = frozenset()) -> int:
-        """The next index in turn that is not in ``avoid`` (any, once all are avoided)."""
-        for _ in range(self._size):
-            index = self._next % self._size
+        """The endpoint, outside ``avoid`` (all, once all are avoided), with the fewest
+        attempts in flight; counts the attempt in flight on it."""
+        with self._lock:
+            candidates = [index for index in range(self._size) if index not in avoid]
+            index = min(
+                candidates or range(self._size),
+                key=lambda i: (i - self._next) % self._size,
+            )
             self._next = index + 1
-            if index not in avoid:
-                return index
-        index = self._next % self._size
-        self._next = index + 1
-        return index
+            self._outstanding[index] += 1
+            return index
+
+    def done(self, index: int) -> None:
+        """The attempt picked on ``index`` has ended."""
+        with self._lock:
+            self._outstanding[index] -= 1
+
+    def outstanding(self) -> list[int]:
+        """Attempts in flight, per endpoint."""
+        with self._lock:
+            return list(self._outstanding)
 
 
 # -- deadlines and retries ---------------------------------------------------------------
@@ -121,14 +168,15 @@ class RoundRobin:
 class Deadline:
     """One time budget, on ``time.monotonic()``, shared by a call and all its retries."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
-        self._expires_at = time.monotonic() + timeout_s
+        self._clock = clock
+        self._expires_at = clock() + timeout_s
 
     def remaining_s(self) -> float:
-        return max(0.0, self._expires_at - time.monotonic())
+        return max(0.0, self._expires_at - self._clock())
 
     def expired(self) -> bool:
         return self.remaining_s() <= 0.0
@@ -187,6 +235,12 @@ class RetryBudget:
             self._calls.append(self._now())
             self.total_calls += 1
 
+    def can_retry(self) -> bool:
+        """Whether a retry would be granted now; spends nothing."""
+        with self._lock:
+            self._now()
+            return len(self._retries) + 1 <= self.ratio * len(self._calls) + self.reserve
+
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows it; count a refusal otherwise."""
         with self._lock:
@@ -224,9 +278,17 @@ class EndpointCoolDown:
 class RetryingCall:
     """One call's retry state: its deadline, attempts made, and the endpoints that failed it.
 
-    The clients loop: pick an endpoint avoiding ``avoid()``, call with ``remaining_s()``,
-    and on an ``RpcError`` sleep (or await) ``after_failure(...)``, which raises the mapped
-    ``ClientError`` when the failure is final, or the client's retry budget is spent.
+    The clients loop: pick an endpoint avoiding ``avoid()``, call it with the timeout
+    ``begin_attempt(endpoint)`` returns, and on an ``RpcError`` sleep (or await)
+    ``after_failure(...)``, which raises the mapped ``ClientError`` when the failure is
+    final, or the client's retry budget is spent.
+
+    Each attempt's timeout is ``policy.attempt_timeout_s``, or less when less of the
+    deadline is left; the call's last attempt gets all that is left. An attempt cut short by
+    that timeout (``DEADLINE_EXCEEDED`` with deadline left) puts its endpoint in the
+    cool-down and is retried on another endpoint (once on the same one when there is only
+    one). Retrying a request that timed out may run it twice on the servers; every call the
+    SDK makes is idempotent (classification is pure inference), so that is safe.
     """
 
     def __init__(
@@ -244,11 +306,13 @@ class RetryingCall:
         self.deadline = deadline
         self.what = what
         self.attempts = 0
+        self.attempt_timeouts = 0
         self.failed_endpoints: set[int] = set()
         self._rng = rng
         self._endpoints = endpoints
         self._budget = budget
         self._cool_down = cool_down
+        self._cut_short = False  # the current attempt's timeout is attempt_timeout_s
         if budget is not None:
             budget.record_call()
 
@@ -257,10 +321,30 @@ class RetryingCall:
         cooling = self._cool_down.cooling() if self._cool_down is not None else set()
         return self.failed_endpoints | cooling
 
-    def remaining_s(self) -> float:
-        """Call this as each attempt starts: it counts the attempt."""
+    def begin_attempt(self, endpoint: int) -> float:
+        """Count an attempt on ``endpoint``; the gRPC timeout, in seconds, to give it."""
         self.attempts += 1
-        return self.deadline.remaining_s()
+        remaining_s = self.deadline.remaining_s()
+        limit_s = self.policy.attempt_timeout_s
+        self._cut_short = (
+            limit_s is not None and limit_s < remaining_s and self._timeout_retryable(endpoint)
+        )
+        return limit_s if self._cut_short and limit_s is not None else remaining_s
+
+    def _timeout_retryable(self, endpoint: int) -> bool:
+        """Whether a timeout of the attempt about to run on ``endpoint`` could be retried."""
+        if self.attempts >= self.policy.max_attempts:
+            return False
+        if self._budget is not None and not self._budget.can_retry():
+            return False
+        return self._another_endpoint_left(self.failed_endpoints | {endpoint})
+
+    def _another_endpoint_left(self, failed: set[int]) -> bool:
+        """After an attempt timeout: an endpoint this call has not failed on, or a lone
+        endpoint that has timed out only once."""
+        if self._endpoints == 1:
+            return self.attempt_timeouts < 1
+        return len(failed) < self._endpoints
 
     def after_failure(self, endpoint: int, exc: grpc.RpcError) -> float:
         """Seconds to wait before the next attempt.
@@ -269,20 +353,41 @@ class RetryingCall:
             ClientError: the most specific subclass, chained to ``exc``, when the failure
                 is not retryable, the attempts are used up, or the deadline would pass.
         """
-        self.failed_endpoints.add(endpoint)
         code = exc.code() if hasattr(exc, "code") else None
+        # Cut short by attempt_timeout_s, not by the call's own deadline.
+        attempt_timed_out = (
+            code == grpc.StatusCode.DEADLINE_EXCEEDED
+            and self._cut_short
+            and not self.deadline.expired()
+        )
+        retry_timeout = attempt_timed_out and self._another_endpoint_left(
+            self.failed_endpoints | {endpoint}
+        )
+        self.failed_endpoints.add(endpoint)
+        if attempt_timed_out:
+            self.attempt_timeouts += 1
         elsewhere = code in _RETRYABLE_ELSEWHERE and len(self.failed_endpoints) < self._endpoints
-        if (code in _RETRYABLE or elsewhere) and self._cool_down is not None:
+        if (code in _RETRYABLE or elsewhere or attempt_timed_out) and self._cool_down is not None:
             self._cool_down.failed(endpoint)
-        retry_as = grpc.StatusCode.UNAVAILABLE if elsewhere else code
+        retry_as = grpc.StatusCode.UNAVAILABLE if elsewhere or retry_timeout else code
         delay = retry_delay_s(retry_as, self.attempts, self.policy, self.deadline, self._rng)
         if delay is None:
-            raise map_rpc_error(exc, self.what, self.deadline) from exc
+            raise self._error(exc, attempt_timed_out) from exc
         if self._budget is not None and not self._budget.try_retry():
-            error = map_rpc_error(exc, self.what, self.deadline)
+            error = self._error(exc, attempt_timed_out)
             error.args = (f"{error.args[0]} (not retried: the client's retry budget is spent)",)
             raise error from exc
         return delay
+
+    def _error(self, exc: grpc.RpcError, attempt_timed_out: bool) -> ClientError:
+        error = map_rpc_error(exc, self.what, self.deadline)
+        if attempt_timed_out:
+            error.args = (
+                f"{self.what}: attempt timed out after {self.policy.attempt_timeout_s:g} s "
+                f"(attempt_timeout_s), {self.deadline.remaining_s():.3g} s of the "
+                f"{self.deadline.timeout_s:g} s deadline left",
+            )
+        return error
 
 
 def map_rpc_error(exc: grpc.RpcError, what: str, deadline: Deadline | None = None) -> ClientError:

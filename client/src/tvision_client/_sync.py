@@ -62,11 +62,14 @@ class Client(ClientBase):
     def _call(self, method: str, request: object, what: str, timeout_s: float | None) -> Any:
         call = self._retrying_call(timeout_s, what)
         while True:
-            index, stub = self._pick(call.avoid())
+            index, stub, attempt_timeout_s = self._begin(call)
             try:
-                return getattr(stub, method)(
-                    request, timeout=call.remaining_s(), metadata=self._metadata
-                )
+                try:
+                    return getattr(stub, method)(
+                        request, timeout=attempt_timeout_s, metadata=self._metadata
+                    )
+                finally:
+                    self._end(index)  # before the backoff: a sleeping retry is not in flight
             except grpc.RpcError as exc:
                 time.sleep(call.after_failure(index, exc))
 
