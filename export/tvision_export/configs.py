@@ -53,9 +53,12 @@ class ServingOptions:
     )
     # ONNX Runtime's idle threads spin by default; on shared cores that steals decode time.
     allow_spinning: bool = _option(False, "let ONNX Runtime's idle threads spin (cpu target)")
-    # Overload: requests beyond this queue length, or waiting longer, are rejected at once.
-    max_queue_size: int = _option(256, "queued requests beyond this are rejected at once")
-    queue_timeout_us: int = _option(5_000_000, "queued requests older than this are rejected")
+    # Overload: requests beyond this queue length, or waiting longer, are rejected at once,
+    # at every step from the door (the intake model) on. 64 is about half a second of
+    # preprocessing on 2 cores: a full server answers UNAVAILABLE instead of queueing for
+    # seconds (README, "Overload").
+    max_queue_size: int = _option(64, "queued requests beyond this are rejected at once")
+    queue_timeout_us: int = _option(1_000_000, "queued requests older than this are rejected")
     max_image_pixels: int = _option(40_000_000, "largest image accepted, in pixels")
     max_image_bytes: int = _option(20 * 1024 * 1024, "largest encoded image accepted, in bytes")
     # See the README for what a request at this budget costs in CPU seconds.
@@ -196,6 +199,9 @@ TARGET_DEFAULTS: dict[Target, dict[str, Any]] = {
         "classifier_instances": 1,
         # The gpu component requests 8 cores: 7 preprocessing instances.
         "pod_cpus": 8,
+        # Thousands of images per second drain a deeper queue in the same fraction of a
+        # second.
+        "max_queue_size": 512,
     },
 }
 
@@ -313,12 +319,18 @@ def _dynamic_batching(options: ServingOptions) -> dict[str, Any]:
     return {
         "preferred_batch_size": list(options.preferred_batch_sizes),
         "max_queue_delay_microseconds": options.max_queue_delay_us,
-        "default_queue_policy": {
-            "timeout_action": "REJECT",
-            "default_timeout_microseconds": options.queue_timeout_us,
-            "allow_timeout_override": True,
-            "max_queue_size": options.max_queue_size,
-        },
+        "default_queue_policy": _queue_policy(options),
+    }
+
+
+def _queue_policy(options: ServingOptions) -> dict[str, Any]:
+    """A full queue rejects at once, a request waiting too long is rejected: UNAVAILABLE,
+    which the SDK retries elsewhere within its budget."""
+    return {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": options.queue_timeout_us,
+        "allow_timeout_override": True,
+        "max_queue_size": options.max_queue_size,
     }
 
 
@@ -339,11 +351,18 @@ def _version_policy(options: ServingOptions) -> dict[str, Any]:
 
 
 def intake_config(name: str, options: ServingOptions) -> dict[str, Any]:
-    """The ensemble's first step: no dynamic batching, so each request is read alone and a
-    malformed BYTES tensor fails only itself (see triton_models/intake.py)."""
+    """The ensemble's first step. It executes batches of one, so each request is read alone
+    and a malformed BYTES tensor fails only itself (see triton_models/intake.py): its only
+    preferred size is 1 and it never waits to fill a batch. It has a dynamic batcher all the
+    same, for the queue policy: the door is bounded like every step behind it."""
     return {
         **_python_model_on_cpu(name, options),
         "output": [{"name": contract.INTAKE_OUTPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "dynamic_batching": {
+            "preferred_batch_size": [1],
+            "max_queue_delay_microseconds": 0,
+            "default_queue_policy": _queue_policy(options),
+        },
     }
 
 

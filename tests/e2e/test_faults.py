@@ -168,6 +168,15 @@ def test_an_admin_unload_is_not_taken_for_a_dead_stub(cpu_repository, fault_tabl
     )
 
 
+def _good_request(image: bytes) -> service_pb2.ModelInferRequest:
+    """A well-formed request for the ensemble, built by hand (no SDK, so no retries)."""
+    request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)
+    tensor = request.inputs.add(name=contract.ENSEMBLE_INPUT, datatype="BYTES")
+    tensor.shape.extend([1, 1])
+    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
+    return request
+
+
 def _poison_request() -> service_pb2.ModelInferRequest:
     """A BYTES tensor whose 4-byte length prefix claims more data than follows."""
     request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)
@@ -288,19 +297,27 @@ def test_stopping_one_of_two_replicas_costs_no_call(cpu_repository, triton_serve
                                 load.sent, load.failed))  # fmt: skip
 
 
-def _requests_reaching(server: TritonServer, model: str) -> int:
-    """Requests that reached ``model``. The intake model, the ensemble's first step, sees
-    each ensemble request exactly once; the ensemble's own failure counter cannot be used
-    here: Triton 2.51 counts each failed ensemble request twice (measured: 3,373 calls
-    without retries gave 6,608 ensemble failures)."""
+def _requests_reaching(server: TritonServer) -> int:
+    """Ensemble requests the server received. Triton 2.51 counts each failed ensemble
+    request twice in the ensemble's failure counter (measured: 3,373 calls without retries
+    gave 6,608 failures; 20,815 rejections gave 41,666) and each success once; a request
+    rejected because a composing model's queue is full is counted at no composing model
+    (measured: 7 of those 20,815 at the intake), so the composing models cannot count."""
+    name = DEFAULT_SPEC.name
+    success = _metric(server, "nv_inference_request_success", name)
+    failure = _metric(server, "nv_inference_request_failure", name)
+    return int(success + failure / 2)
+
+
+def _metric(server: TritonServer, family: str, model: str, reason: str = "") -> float:
+    """The sum of one metric family's samples for exactly ``model`` (and ``reason``)."""
     with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
         text = reply.read().decode()
-    return int(sum(
+    return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(("nv_inference_request_success{", "nv_inference_request_failure{"))
-        and f'model="{model}"' in line
-    ))  # fmt: skip
+        if line.startswith(family + "{") and f'model="{model}",' in line and reason in line
+    )
 
 
 def test_retries_do_not_multiply_an_overload(default_source, tmp_path, fault_table) -> None:
@@ -308,8 +325,7 @@ def test_retries_do_not_multiply_an_overload(default_source, tmp_path, fault_tab
     options = ServingOptions(max_queue_size=8, preprocess_instances=1, classifier_instances=1)
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     with TritonServer(repository, ServerPorts.free()) as server:
-        intake = DEFAULT_SPEC.name + contract.INTAKE_SUFFIX
-        before = _requests_reaching(server, intake)
+        before = _requests_reaching(server)
 
         async def storm() -> tuple[int, int]:
             async with AsyncClient(server.grpc_url, timeout_s=20) as client:
@@ -332,11 +348,67 @@ def test_retries_do_not_multiply_an_overload(default_source, tmp_path, fault_tab
                 return calls, failures
 
         calls, failures = asyncio.run(storm())
-        served = _requests_reaching(server, intake) - before
+        served = _requests_reaching(server) - before
     ratio = served / calls
     assert ratio <= 1.2, f"{served} server requests for {calls} SDK calls"
     fault_table.append(FaultRow("400 async callers on a queue of 8, 10 s", calls, failures,
                                 note=f"{ratio:.2f} server requests per SDK call"))  # fmt: skip
+
+
+def test_overload_is_rejected_at_the_door_within_the_queue_timeout(
+    default_source, tmp_path, fault_table
+) -> None:
+    """200 raw callers (no SDK, so no retries) on the default queue policy, with one
+    instance of each model: far more than the queues (64 deep at every step, the door's
+    included) can hold. Each request that cannot be served is answered UNAVAILABLE within
+    the default 1 s queue timeout and a margin, never after the seconds of queueing that an
+    unbounded door and the old 256-deep, 5 s queues allowed (5-22 s measured)."""
+    from grpc import aio
+
+    repository = tmp_path / "model_repository"
+    options = ServingOptions(preprocess_instances=1, classifier_instances=1)
+    write_version(repository, DEFAULT_SPEC.name, default_source, options)
+    request = _good_request(COFFEE)
+    with TritonServer(repository, ServerPorts.free()) as server:
+
+        async def flood() -> tuple[list[float], list[float], list[str]]:
+            served: list[float] = []
+            rejected: list[float] = []
+            other: list[str] = []
+            async with aio.insecure_channel(server.grpc_url) as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                stop_at = time.monotonic() + 8
+
+                async def caller() -> None:
+                    while time.monotonic() < stop_at:
+                        started = time.monotonic()
+                        try:
+                            await stub.ModelInfer(request, timeout=60)
+                            served.append(time.monotonic() - started)
+                        except aio.AioRpcError as exc:
+                            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                                rejected.append(time.monotonic() - started)
+                            else:
+                                other.append(f"{exc.code().name}: {exc.details()}")
+
+                await asyncio.gather(*(caller() for _ in range(200)))
+            return served, rejected, other
+
+        served, rejected, other = asyncio.run(flood())
+        assert server.is_ready()
+    assert other == []  # shed as UNAVAILABLE, never an internal error
+    assert served and rejected
+    rejected.sort()
+    median_s, worst_s = rejected[len(rejected) // 2], rejected[-1]
+    # A full queue answers at once. A request that waited is rejected at the 1 s timeout of
+    # the queue it waits in, after at most two others (intake, preprocessing, classifier):
+    # 3 s, plus 2 s of margin for 200 callers and the server sharing 2 cores.
+    assert median_s < 1.0, median_s
+    assert worst_s < 5.0, worst_s
+    fault_table.append(FaultRow(
+        "200 raw callers, default queues, 1 instance each", len(served) + len(rejected),
+        len(rejected), note=f"rejected: median {median_s:.2f} s, worst {worst_s:.2f} s",
+    ))  # fmt: skip
 
 
 def test_a_lone_unavailable_on_a_quiet_server_is_retried(triton_server) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
 
 from tvision_export import configs, contract
 from tvision_export.configs import ServingOptions
@@ -87,6 +88,24 @@ def test_both_composing_models_batch_dynamically_and_the_ensemble_fits(cpu_repos
     assert 0 < parsed[names.ensemble].max_batch_size <= smallest
 
 
+def test_the_door_is_bounded_and_reads_each_request_alone(cpu_repository) -> None:
+    """The intake model (the ensemble's first step) has the same queue policy as the steps
+    behind it, and executes batches of exactly one: it never waits to fill a batch and
+    its only preferred size is 1, so the batcher never hands it two requests at once."""
+    parsed = _configs(cpu_repository)
+    names = ModelNames.for_model(DEFAULT_SPEC.name)
+    door = parsed[names.intake].dynamic_batching
+    assert list(door.preferred_batch_size) == [1]
+    assert door.max_queue_delay_microseconds == 0
+    defaults = ServingOptions()
+    assert door.default_queue_policy.max_queue_size == defaults.max_queue_size == 64
+    assert door.default_queue_policy.default_timeout_microseconds == 1_000_000
+    assert door.default_queue_policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert (
+        door.default_queue_policy == parsed[names.preprocess].dynamic_batching.default_queue_policy
+    )
+
+
 def test_ensemble_wires_preprocess_into_classifier(cpu_repository: Path) -> None:
     parsed = _configs(cpu_repository)
     names = ModelNames.for_model(DEFAULT_SPEC.name)
@@ -100,8 +119,8 @@ def test_ensemble_wires_preprocess_into_classifier(cpu_repository: Path) -> None
         preprocess.output_map[contract.PREPROCESS_OUTPUT]
         == (classifier.input_map[contract.ONNX_INPUT])
     )
-    # The intake step takes requests one at a time: no dynamic batching there.
-    assert not parsed[names.intake].HasField("dynamic_batching")
+    # The intake step takes requests one at a time (batches of exactly one).
+    assert list(parsed[names.intake].dynamic_batching.preferred_batch_size) == [1]
     classifier_output = parsed[names.classifier].output[0]
     assert classifier_output.label_filename == contract.LABELS_FILE
     assert list(classifier_output.dims) == [1000]
