@@ -123,12 +123,11 @@ def test_picker_prefers_the_endpoint_with_fewest_attempts_in_flight() -> None:
     assert [picker.pick() for _ in range(3)] == [0, 1, 2]  # one in flight on each
     picker.done(1)
     assert picker.pick() == 1  # the only one with none in flight
-    picker.done(0)
     picker.done(2)
-    assert picker.outstanding() == [0, 1, 0]
-    assert picker.pick(avoid={0}) == 2  # avoid wins over fewer in flight...
-    assert picker.pick(avoid={0, 1, 2}) == 0  # ...until all are avoided
-    assert picker.outstanding() == [1, 1, 1]
+    assert picker.outstanding() == [1, 1, 0]
+    assert picker.pick(avoid={2}) == 0  # avoid wins over fewer in flight...
+    assert picker.pick(avoid={0, 1, 2}) == 2  # ...until all are avoided
+    assert picker.outstanding() == [2, 1, 1]
 
 
 def test_picker_sends_most_calls_to_the_faster_endpoint_under_concurrent_load() -> None:

@@ -145,7 +145,7 @@ class LeastOutstanding:
             candidates = [index for index in range(self._size) if index not in avoid]
             index = min(
                 candidates or range(self._size),
-                key=lambda i: (i - self._next) % self._size,
+                key=lambda i: (self._outstanding[i], (i - self._next) % self._size),
             )
             self._next = index + 1
             self._outstanding[index] += 1

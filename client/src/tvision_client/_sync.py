@@ -22,11 +22,13 @@ class Client(ClientBase):
     """A blocking client for one tvision (Triton) deployment.
 
     Args:
-        target: ``"host:port"``, several as a list or comma-separated (balanced round-robin,
-            failing over between them), or ``"dns:///name:port"`` for a headless Service.
+        target: ``"host:port"``, several as a list or comma-separated (each call to the
+            one with the fewest calls in flight, failing over between them), or
+            ``"dns:///name:port"`` for a headless Service.
         model: the ensemble to call by default.
         timeout_s: the default deadline of each call, retries included.
-        retry: the retry policy; ``NO_RETRY`` disables retries.
+        retry: the retry policy, with each attempt's timeout; ``NO_RETRY`` disables
+            retries.
         tls: server TLS or mutual TLS; None for a plaintext channel.
         metadata: headers sent with every call, e.g. ``{"authorization": "Bearer ..."}``.
         max_message_bytes: the gRPC message limit set on the channel, both directions.
