@@ -16,7 +16,7 @@ from tests.k8s.rendering import (
     render,
     triton_container,
 )
-from tvision.server import restricted_api_args
+from tvision.server import GRPC_KEEPALIVE_ARGS, restricted_api_args
 from tvision_export.repository import ModelNames
 from tvision_export.spec import DEFAULT_SPEC
 
@@ -100,6 +100,21 @@ def test_admin_apis_are_restricted_with_the_key_from_a_secret(target) -> None:
     assert key["valueFrom"]["secretKeyRef"] == {"name": "tvision-admin", "key": "admin-key"}
     # Clients re-resolve and rebalance at least this often, and leave stopping pods.
     assert "--grpc-max-connection-age=300000" in container["args"]
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_grpc_keepalive_permits_the_sdks_pings(target) -> None:
+    """The launcher's keepalive flags, which permit a ping each second at least; the SDK
+    pings every KEEPALIVE_TIME_MS. Triton's default (one each 5 minutes, 2 strikes) would
+    close every SDK channel with GOAWAY "too_many_pings"."""
+    from tvision_client import _core
+
+    args = triton_container(render(target))["args"]
+    keepalive = [arg for arg in args if arg.startswith(("--grpc-keepalive", "--grpc-http2"))]
+    assert keepalive == list(GRPC_KEEPALIVE_ARGS)
+    (interval,) = [arg for arg in args if "min-recv-ping-interval" in arg]
+    assert int(interval.split("=")[1]) < _core.KEEPALIVE_TIME_MS
+    assert "--grpc-http2-max-ping-strikes=0" in args
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
