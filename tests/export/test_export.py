@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ def test_onnx_matches_torch_on_random_input_and_a_real_photo(cpu_export: ExportR
     report = cpu_export.validation
     assert report.atol == DEFAULT_SPEC.validation.atol
     assert {check.input_name for check in report.checks} >= {"photo coffee", "random batch of 3"}
-    assert report.max_abs_diff <= report.atol
+    # The report names the largest difference over all its checks (validate_onnx raised if
+    # it was over atol; the test below shows that it would have).
+    assert report.max_abs_diff == max(check.max_abs_diff for check in report.checks)
     photo_check = next(check for check in report.checks if check.input_name == "photo coffee")
     assert photo_check.onnx_top1 == photo_check.reference_top1 == [967]  # ImageNet "espresso"
 
@@ -63,6 +66,45 @@ def test_validation_fails_loudly_when_onnx_and_torch_disagree(cpu_export: Export
         )
     assert len(raised.value.failures) >= 3  # every input is reported, not only the first
     assert "exceeds atol" in str(raised.value)
+
+
+@pytest.mark.parametrize("offset_in_atol", [0.5, 3.0])
+def test_the_tolerance_decides_and_the_largest_difference_is_named(
+    cpu_export: ExportResult, offset_in_atol: float
+) -> None:
+    """The real exported graph against a reference moved by a known amount on one score of
+    every input: half of atol passes, and the report gives that difference as the largest;
+    three times atol raises the typed error, which names that difference for every input."""
+    atol = DEFAULT_SPEC.validation.atol
+    offset = offset_in_atol * atol
+    exact = torch_reference(build_module(DEFAULT_SPEC), DEFAULT_SPEC.outputs)
+
+    def perturbed(batch: np.ndarray) -> np.ndarray:
+        expected = exact(batch).copy()
+        expected[:, 0] += offset  # class 0 ("tench"): no input's top class
+        return expected
+
+    inputs = validation_inputs(DEFAULT_SPEC.preprocess, validation_photo())
+    # ONNX Runtime and PyTorch agree far more closely than atol (below 1e-6 here), so the
+    # difference the validation sees is the offset, give or take that.
+    agreement = 0.1 * atol
+    assert cpu_export.validation.max_abs_diff < agreement
+    onnx_path = cpu_export.written.classifier_onnx
+    if offset < atol:
+        report = validate_onnx(onnx_path, contract.ONNX_INPUT, perturbed, inputs, atol)
+        assert report.max_abs_diff == pytest.approx(offset, abs=agreement)
+        return
+    with pytest.raises(ExportValidationError) as raised:
+        validate_onnx(onnx_path, contract.ONNX_INPUT, perturbed, inputs, atol)
+    failures = raised.value.failures
+    assert len(failures) == len(inputs)  # every input, each with its own difference
+    for name, failure in zip(inputs, failures, strict=True):
+        found = re.fullmatch(
+            rf"{re.escape(name)}: max \|onnx - reference\| = (\S+) exceeds atol (\S+)", failure
+        )
+        assert found, failure
+        assert float(found.group(1)) == pytest.approx(offset, abs=agreement)
+        assert float(found.group(2)) == atol
 
 
 def test_every_cpu_config_parses_as_triton_model_config(cpu_repository: Path) -> None:
@@ -259,7 +301,8 @@ def test_an_nhwc_spec_exports_nhwc_and_validates(tmp_path) -> None:
         preprocess=dataclasses.replace(DEFAULT_SPEC.preprocess, layout="NHWC"),
     )
     result = export_model(nhwc, tmp_path / "repository", ServingOptions())
-    assert result.validation.max_abs_diff <= nhwc.validation.atol
+    # Every input was compared (validate_onnx raises over atol, as tested above).
+    assert {check.input_name for check in result.validation.checks} >= {"random batch of 3"}
     graph_input = onnx.load(str(result.written.classifier_onnx)).graph.input[0]
     dims = [d.dim_value or d.dim_param for d in graph_input.type.tensor_type.shape.dim]
     assert dims[1:] == [224, 224, 3]
