@@ -10,6 +10,7 @@ The broad set (332 photos) is ``make fidelity``.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -46,6 +47,17 @@ def test_served_default_passes_validate_on_the_hardest_sizes(
     assert f"of {len(list(hard_sizes.iterdir()))} images" in completed.stdout
 
 
+def _readme_bound() -> tuple[float, float]:
+    """The README's "The bound" line: (top-1 agreement as a fraction, max dp)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(
+        r"\*\*The bound\*\*: top-1 agreement ≥ ([\d.]+)% and every image's max dp ≤ ([\d.]+)",
+        readme,
+    )
+    assert found, "the README states no bound"
+    return float(found.group(1)) / 100, float(found.group(2))
+
+
 def test_fidelity_measures_each_strategy_against_the_reference(cpu_export, hard_sizes) -> None:
     images = sorted(hard_sizes.glob("coffee-*")) + sorted(hard_sizes.glob("china-*"))
     report = fidelity.measure(
@@ -59,8 +71,9 @@ def test_fidelity_measures_each_strategy_against_the_reference(cpu_export, hard_
     assert by_name["exact"].images == len(images) == 12
     assert by_name["exact"].top1_agreement == 1.0
     assert max(by_name["exact"].diffs) < 0.01  # the same pixels, up to crop-box rounding
-    assert by_name[DEFAULT_DECODE].meets_bound()
-    assert DEFAULT_MIN_TOP1_AGREEMENT >= 0.995 and DEFAULT_MAX_PROBABILITY_DIFF <= 0.06
+    assert by_name[DEFAULT_DECODE].meets_bound(), (by_name[DEFAULT_DECODE].diffs)
+    # The bound judged here and by `tvision validate` is the one the README states.
+    assert _readme_bound() == (DEFAULT_MIN_TOP1_AGREEMENT, DEFAULT_MAX_PROBABILITY_DIFF)
     # The 12 MP phone photos are decoded at half size: cheaper than the exact decode.
     costs = fidelity.cost_ratios(report, by_name[DEFAULT_DECODE])
     assert costs["short side >= 2000"] < 0.8, costs
