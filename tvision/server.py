@@ -39,7 +39,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Literal
+
+from tvision.edge import Edge, EdgeError, EdgeLimits, EdgePorts, EdgeTLS
 
 # Run by a fresh interpreter between fork and the server: ask for SIGTERM when the launching
 # process dies (even by SIGKILL), so a killed ``tvision serve`` or test run cannot orphan a
@@ -146,12 +148,63 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def edge_limits_for(repository: Path | str) -> EdgeLimits:
+    """Edge limits whose body limit admits one image at the largest byte limit any model
+    in a local ``repository`` has; the default limits for a remote one."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from tvision_export import contract
+
+    if isinstance(repository, str) or not repository.is_dir():
+        return EdgeLimits()
+    limits = []
+    for config_file in repository.glob("*/config.pbtxt"):
+        try:
+            config = text_format.Parse(config_file.read_text(), model_config_pb2.ModelConfig())
+        except (OSError, text_format.ParseError):
+            continue  # Triton names a broken config when it loads it
+        value = config.parameters.get(contract.PARAM_MAX_IMAGE_BYTES)
+        if value is not None and value.string_value.isdigit():
+            limits.append(int(value.string_value))
+    return EdgeLimits.for_image_bytes(max(limits)) if limits else EdgeLimits()
+
+
+def triton_tls_args(tls: EdgeTLS) -> list[str]:
+    """Triton's own gRPC TLS flags, for a server without the edge."""
+    args = [
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={tls.certificate.resolve()}",
+        f"--grpc-server-key={tls.private_key.resolve()}",
+    ]
+    if tls.client_ca is not None:
+        args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls.client_ca.resolve()}"]
+    return args
+
+
 class ServerError(RuntimeError):
     """The server could not be started, or died; the message holds the end of its log."""
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free on 127.0.0.1 right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @dataclass(frozen=True)
 class ServerPorts:
+    """The ports clients use. With the edge (the default), gRPC and HTTP are nginx's, and
+    Triton listens on loopback ports of its own behind it; metrics are Triton's own."""
+
     grpc: int = 8001
     http: int = 8000
     metrics: int = 8002
@@ -159,16 +212,7 @@ class ServerPorts:
     @classmethod
     def free(cls) -> ServerPorts:
         """Three distinct ports that are free on 127.0.0.1 right now."""
-        sockets = []
-        try:
-            for _ in range(3):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.bind(("127.0.0.1", 0))
-                sockets.append(sock)
-            grpc, http, metrics = (sock.getsockname()[1] for sock in sockets)
-        finally:
-            for sock in sockets:
-                sock.close()
+        grpc, http, metrics = free_ports(3)
         return cls(grpc=grpc, http=http, metrics=metrics)
 
 
@@ -242,6 +286,8 @@ class TritonServer:
         open_admin_apis: bool = False,
         serving_args: Sequence[str] | None = None,
         environment: Mapping[str, str] | None = None,
+        edge: EdgeLimits | Literal["auto"] | None = "auto",
+        tls: EdgeTLS | None = None,
     ) -> None:
         """Closed by default: ADMIN_APIS answer only requests carrying ``admin_key``, or,
         without one, a key made for this start and known only to this object
@@ -252,6 +298,11 @@ class TritonServer:
         runs the rendered Deployment's flags, which restrict the APIs themselves, this way.
         Addresses, ports and the python backend's placement on this machine are always the
         launcher's. ``environment`` is added to this process's environment for the server.
+
+        ``edge``: nginx in front of Triton (tvision/edge.py) bounds each request's size and
+        each connection's pace; "auto" sizes its body limit from the repository's image
+        byte limit, None serves Triton directly (unbounded). ``tls`` (gRPC) is terminated
+        at the edge, or, without one, by Triton itself.
 
         Raises:
             ServerError: open admin APIs on an address other machines reach, or a key given
@@ -278,6 +329,11 @@ class TritonServer:
         self.serving_args = None if serving_args is None else list(serving_args)
         self.environment = dict(environment or {})
         self.exit_timeout_s = exit_timeout_s
+        self.edge_limits = edge_limits_for(self.repository) if edge == "auto" else edge
+        self.tls = tls
+        self.edge: Edge | None = None
+        # Where Triton itself listens: behind the edge, loopback ports chosen at start.
+        self.triton_ports = self.ports
         self._work_dir: Path | None = None
         self._log_path = log_path
         self._log_handle: IO[bytes] | None = None
@@ -288,15 +344,26 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.address}:{self.ports.grpc}"
+        return f"{self._host}:{self.ports.grpc}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.address}:{self.ports.http}"
+        return f"http://{self._host}:{self.ports.http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.address}:{self.ports.metrics}/metrics"
+        return f"http://{self._host}:{self.ports.metrics}/metrics"
+
+    @property
+    def triton_http_url(self) -> str:
+        """Triton's own HTTP port, behind the edge: the launcher's own calls go here."""
+        host = "127.0.0.1" if self.edge_limits is not None else self._host
+        return f"http://{host}:{self.triton_ports.http}"
+
+    @property
+    def _host(self) -> str:
+        """Where to connect: a wildcard address is reached on loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.address, self.address)
 
     @property
     def log_path(self) -> Path:
@@ -327,20 +394,24 @@ class TritonServer:
                 "--backend-config=python,stub-timeout-seconds=5",
             ]
         restricted = [] if self.admin_key is None else restricted_api_args(self.admin_key)
+        # Behind the edge only nginx reaches Triton's gRPC and HTTP ports: loopback.
+        behind = "127.0.0.1" if self.edge_limits is not None else self.address
+        tls = [] if self.tls is None or self.edge_limits is not None else triton_tls_args(self.tls)
         return [
             str(tritonserver_binary()),
             *serving,
             f"--backend-directory={backend_dir}",
-            f"--grpc-address={self.address}",
-            f"--grpc-port={self.ports.grpc}",
-            f"--http-address={self.address}",
-            f"--http-port={self.ports.http}",
+            f"--grpc-address={behind}",
+            f"--grpc-port={self.triton_ports.grpc}",
+            f"--http-address={behind}",
+            f"--http-port={self.triton_ports.http}",
             f"--metrics-address={self.address}",
             f"--metrics-port={self.ports.metrics}",
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *GRPC_KEEPALIVE_ARGS,
             *restricted,
+            *tls,
             *self.extra_args,
         ]
 
@@ -364,6 +435,9 @@ class TritonServer:
         remove_stale_work_dirs()
         self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{_started}_"
         self._work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"))
+        if self.edge_limits is not None:
+            grpc, http = free_ports(2)
+            self.triton_ports = ServerPorts(grpc, http, self.ports.metrics)
         backend_dir = prepare_backend_dir(self._work_dir / "backends")
         if self._log_path is None:
             self._log_path = self._work_dir / "tritonserver.log"
@@ -378,6 +452,19 @@ class TritonServer:
             start_new_session=True,  # its own process group: stop() reaches every stub
         )  # fmt: skip
         try:
+            if self.edge_limits is not None:
+                edge_ports = EdgePorts(
+                    grpc=self.ports.grpc, http=self.ports.http,
+                    triton_grpc=self.triton_ports.grpc, triton_http=self.triton_ports.http,
+                )  # fmt: skip
+                self.edge = Edge(
+                    self.edge_limits, edge_ports, self._work_dir / "edge", address=self.address,
+                    tls=self.tls,
+                )  # fmt: skip
+                try:
+                    self.edge.start(_EXEC_WRAPPER)
+                except EdgeError as exc:
+                    raise ServerError(str(exc)) from exc
             self._wait_until_ready(ready_timeout_s)
             if heal:
                 self.watchdog = StubWatchdog(self)
@@ -391,11 +478,14 @@ class TritonServer:
         """Ready, and every model has all its python-backend stubs alive."""
         if self.process is None or self.process.poll() is not None or not self.is_ready():
             return False
+        if self.edge is not None and not self.edge.running():
+            return False  # clients reach Triton only through the edge
         return self.watchdog is None or self.watchdog.healthy
 
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as reply:
+            url = f"{self.triton_http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=2) as reply:
                 return bool(reply.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -448,6 +538,9 @@ class TritonServer:
         # Stubs normally exit with the server; any that did not are in its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        if self.edge is not None:
+            self.edge.stop()
+            self.edge = None
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
@@ -592,7 +685,7 @@ class StubWatchdog:
         import json
 
         request = urllib.request.Request(
-            f"{self.server.http_url}/v2/repository/index",
+            f"{self.server.triton_http_url}/v2/repository/index",
             data=b"{}",
             method="POST",
             headers=self.server.admin_headers,
@@ -621,7 +714,7 @@ class StubWatchdog:
 
         heal = Heal(model=model, noticed_at=time.monotonic())
         self.heals.append(heal)
-        base = f"{self.server.http_url}/v2"
+        base = f"{self.server.triton_http_url}/v2"
         try:
             with urllib.request.urlopen(f"{base}/models/{model}/config", timeout=30) as reply:
                 config = json.loads(reply.read())
@@ -646,3 +739,56 @@ class StubWatchdog:
                 break
             time.sleep(0.1)
         heal.recovered_s = time.monotonic() - heal.noticed_at
+
+    def take_unreported_heals(self) -> list[Heal]:
+        """The heals that finished (reloaded, or failed) since the last call, each once:
+        what ``tvision serve`` reports. A heal still reloading waits for a later call."""
+        finished = [
+            heal
+            for heal in list(self.heals)
+            if not heal.reported and (heal.recovered_s is not None or heal.error)
+        ]
+        for heal in finished:
+            heal.reported = True
+        return finished
+
+
+def lockdown_settings(
+    admin_key_env: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str | None, list[str]]:
+    """The admin key held in the variable ``admin_key_env`` names (None: a key made for the
+    start), and Triton's gRPC TLS flags for the certificate, key and client CA files.
+
+    Raises:
+        ValueError: the variable holds no key of MIN_ADMIN_KEY_CHARS, a file is missing,
+            only one of certificate and key is given, or a client CA without them.
+    """
+    admin_key = None
+    if admin_key_env is not None:
+        admin_key = (os.environ if environ is None else environ).get(admin_key_env, "")
+        if len(admin_key) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"--admin-key-env {admin_key_env}: the variable must hold a key of at least "
+                f"{MIN_ADMIN_KEY_CHARS} characters (e.g. export NAME=$(openssl rand -hex 32))"
+            )
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("--grpc-tls-cert and --grpc-tls-key go together")
+    if tls_cert is None or tls_key is None:
+        if tls_client_ca is not None:
+            raise ValueError("--grpc-tls-client-ca needs --grpc-tls-cert and --grpc-tls-key")
+        return admin_key, []
+    for path in (tls_cert, tls_key, tls_client_ca):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file")
+    tls = [
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={tls_cert.resolve()}",
+        f"--grpc-server-key={tls_key.resolve()}",
+    ]
+    if tls_client_ca is not None:
+        tls += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls_client_ca.resolve()}"]
+    return admin_key, tls
