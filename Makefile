@@ -21,7 +21,7 @@ AWSCLI := $(VENV)/tools/awscli/bin/aws
 AWSCLI_VERSION := 1.46.3
 
 .PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean \
-	system-packages
+	system-packages serve-packages
 
 help:
 	@echo "make demo     set up, export, serve, classify the sample photos, stop"
@@ -57,11 +57,11 @@ $(REPOSITORY)/$(MODEL)/config.pbtxt: | $(INSTALLED)
 export: $(INSTALLED)
 	$(BIN)/tvision export --target $(TARGET) --repository $(REPOSITORY)
 
-demo: $(REPOSITORY)/$(MODEL)/config.pbtxt
+demo: $(REPOSITORY)/$(MODEL)/config.pbtxt serve-packages
 	@echo "==> serving $(REPOSITORY)/ and classifying the sample photos"
 	@$(BIN)/tvision demo --repository $(REPOSITORY)
 
-serve: $(REPOSITORY)/$(MODEL)/config.pbtxt
+serve: $(REPOSITORY)/$(MODEL)/config.pbtxt serve-packages
 	$(BIN)/tvision serve --repository $(REPOSITORY)
 
 # A tool in a virtual environment of its own under $(VENV)/tools: $(call tool_venv,NAME,SPEC)
@@ -78,12 +78,15 @@ $(CHECKOV): | $(INSTALLED)
 $(AWSCLI): | $(INSTALLED)
 	$(call tool_venv,awscli,awscli==$(AWSCLI_VERSION))
 
-# Debian packages the tests run for real: Prometheus (and promtool) for the autoscaling
-# metric, Chromium for the load-test report. Installed when missing and this is root (CI);
-# otherwise the tests that need them say what to do.
-SYSTEM_PACKAGES := prometheus chromium
-system-packages:
-	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
+# Debian packages run for real. nginx is the edge in front of Triton (tvision/edge.py):
+# every server the launcher starts needs it, so `make demo` and `make serve` install it too.
+# The tests also run Prometheus (and promtool) for the autoscaling metric, Chromium for the
+# load-test report, and nft for the network-fault rows. Installed when missing and this is
+# root (CI); otherwise the command says what to install.
+SERVE_PACKAGES := nginx
+SYSTEM_PACKAGES := $(SERVE_PACKAGES) prometheus chromium nftables
+define debian_packages
+	@missing=""; for pkg in $(1); do \
 		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
@@ -92,8 +95,15 @@ system-packages:
 			apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
 			{ apt-get update -q >/dev/null && \
 			  apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
-		else echo "note: not root; install these Debian packages for the full suite:$$missing"; fi; \
+		else echo "note: not root; install these Debian packages:$$missing"; fi; \
 	fi
+endef
+
+system-packages:
+	$(call debian_packages,$(SYSTEM_PACKAGES))
+
+serve-packages:
+	$(call debian_packages,$(SERVE_PACKAGES))
 
 test: $(INSTALLED) $(CHECKOV) $(AWSCLI) system-packages
 	$(BIN)/python -m pytest
@@ -105,7 +115,7 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy --strict client/src/tvision_client
 
-bench: $(INSTALLED)
+bench: $(INSTALLED) serve-packages
 	mkdir -p bench-results
 	$(BIN)/tvision bench --json bench-results/bench.json --plot bench-results/bench.png
 	$(BIN)/tvision bench-sdk --json bench-results/bench-sdk.json
@@ -127,7 +137,7 @@ fidelity: $(REPOSITORY)/$(MODEL)/config.pbtxt
 
 # The release gate make loadtest applies; override on the command line.
 LOADTEST_GATE ?= --slo-p99-ms 2000 --slo-max-failure-ratio 0
-loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt
+loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt serve-packages
 	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY) -- $(LOADTEST_GATE)
 
 k8s: $(INSTALLED)
