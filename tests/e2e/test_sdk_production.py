@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tvision.server import ServerPorts, TritonServer
@@ -212,13 +213,32 @@ def test_bearer_token_metadata_reaches_a_server_that_requires_it(cpu_repository)
     token = "Bearer tvision-test-token"
     args = [f"--grpc-restricted-protocol=inference:authorization={token}"]
     header = {"triton-grpc-protocol-authorization": token}
+    once = RetryPolicy(max_attempts=1)
     with TritonServer(cpu_repository, ServerPorts.free(), extra_args=args) as server:
-        with Client(server.grpc_url, metadata=header, timeout_s=30) as client:
+
+        def ensemble_requests() -> float:
+            return sum(
+                _metric(server, family, "efficientnet_lite0")
+                for family in ("nv_inference_request_success", "nv_inference_request_failure")
+            )
+
+        start = ensemble_requests()
+        with Client(server.grpc_url, metadata=header, retry=once, timeout_s=30) as client:
             assert client.classify(COFFEE).top.label == "espresso"
-        with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=10) as client:
-            with pytest.raises(ClientError) as raised:
-                client.classify(COFFEE)
-        assert raised.value.code is not None
+        assert ensemble_requests() - start == 1  # the call with the header reached the model
+        refused: list[ClientError] = []
+        for metadata in ({}, {"triton-grpc-protocol-authorization": "Bearer wrong"}):
+            with Client(server.grpc_url, metadata=metadata, retry=once, timeout_s=10) as client:
+                with pytest.raises(ClientError) as raised:
+                    client.classify(COFFEE)
+            refused.append(raised.value)
+        # Refused at the door, before any model ran: nothing more was counted.
+        assert ensemble_requests() - start == 1
+    for error in refused:
+        # Triton answers a restricted protocol's missing or wrong key with UNAVAILABLE and
+        # a message that names the header it expects (grpc_server's ExecutePrecondition).
+        assert isinstance(error, UnavailableError) and error.code is grpc.StatusCode.UNAVAILABLE
+        assert "restricted, expecting header 'triton-grpc-protocol-authorization'" in str(error)
 
 
 def test_dns_target_resolves(triton_server: TritonServer) -> None:
