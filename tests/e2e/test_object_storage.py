@@ -7,12 +7,16 @@ which reads the snapshot natively from s3://.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +28,7 @@ from tvision_export.configs import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC
+from tvision_export.verify import verify_repository
 
 pytestmark = pytest.mark.e2e
 
@@ -150,19 +155,39 @@ def test_gc_keeps_the_newest_and_every_protected_snapshot(
         )
         uris.append(snapshots.push(local, root).location.uri())
         time.sleep(1.1)  # manifests record creation to the second
-    oldest_id = uris[0].rsplit("/", 1)[1]
+    # The prod overlay as shipped, pointed at the oldest snapshot as the README says to
+    # (TVISION_MODEL_REPOSITORY set to the snapshot's Triton URI).
+    overlay = (ROOT / "k8s/overlays/prod/kustomization.yaml").read_text()
+    oldest = snapshots.StoreLocation.parse(uris[0], s3_endpoint)
     kustomization = tmp_path / "kustomization.yaml"
-    kustomization.write_text(f"configMapGenerator:\n- literals: [MODEL_REPOSITORY={uris[0]}]\n")
-    dry = _tvision("repo", "gc", root.uri(), "--keep", "1", "--kustomization", str(kustomization),
-                   "--dry-run", "--endpoint-url", s3_endpoint)  # fmt: skip
+    kustomization.write_text(
+        re.sub(r"TVISION_MODEL_REPOSITORY=\S+", f"TVISION_MODEL_REPOSITORY={oldest.triton_uri()}",
+               overlay, count=1)
+    )  # fmt: skip
+    gc = ("repo", "gc", root.uri(), "--keep", "1", "--endpoint-url", s3_endpoint)
+    # The control: without the overlay, the oldest would go too.
+    unprotected = _tvision(*gc, "--dry-run")
+    assert unprotected.returncode == 0, unprotected.stderr
+    assert {f"would remove {uris[0]}", f"would remove {uris[1]}"} <= set(
+        unprotected.stdout.splitlines()
+    ), unprotected.stdout
+    dry = _tvision(*gc, "--kustomization", str(kustomization), "--dry-run")
     assert dry.returncode == 0 and f"would remove {uris[1]}" in dry.stdout
-    collected = _tvision("repo", "gc", root.uri(), "--keep", "1", "--kustomization",
-                         str(kustomization), "--endpoint-url", s3_endpoint)  # fmt: skip
+    assert f"would remove {uris[0]}" not in dry.stdout
+    assert {info.location.uri() for info in snapshots.list_snapshots(root)} == set(uris)
+    collected = _tvision(*gc, "--kustomization", str(kustomization))
     assert collected.returncode == 0, collected.stderr
     assert f"removed {uris[1]}" in collected.stdout
-    remaining = {info.location.uri() for info in snapshots.list_snapshots(root)}
-    assert remaining == {uris[0], uris[2]}  # the newest, and the one the overlay names
-    assert oldest_id in kustomization.read_text()
+    infos = snapshots.list_snapshots(root)
+    assert {info.location.uri() for info in infos} == {uris[0], uris[2]}
+    assert all(info.complete for info in infos)
+    # What the overlay names is whole in the store, every object as pushed; the removed
+    # snapshot left no object behind.
+    assert snapshots.verify_snapshot(oldest) == []
+    fs = snapshots.filesystem(root)
+    fs.invalidate_cache()
+    removed = snapshots.StoreLocation.parse(uris[1], s3_endpoint)
+    assert not fs.exists(removed.key()) or fs.find(removed.key()) == []
 
 
 def test_export_straight_into_the_store(s3_endpoint) -> None:
@@ -219,35 +244,103 @@ def test_missing_credentials_are_named(s3_endpoint, tmp_path) -> None:
     assert "found no credentials" in completed.stderr, completed.stderr
 
 
-def test_refused_credentials_are_named_without_the_secret() -> None:
-    """A FAKE botocore error: moto's server accepts any credentials, so a refusal cannot be
-    produced for real here; this checks the message the real error would get."""
+@contextlib.contextmanager
+def _moto_server(environment: dict[str, str]) -> Iterator[str]:
+    """Another moto server on loopback, with ``environment`` added to its own."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **environment},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "no moto_server"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_refused_credentials_are_named_without_the_secret(s3_endpoint) -> None:
+    """A real refusal: a moto server that authenticates requests against its own IAM
+    (INITIAL_NO_AUTH_ACTION_COUNT=0, moto's switch for it) knows no access key, so it
+    refuses this session's key as S3 refuses an unknown one, while the secret sits in the
+    command's environment (set by the s3_endpoint fixture)."""
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
+    with _moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as refusing:
+        completed = run_tvision(
+            "repo", "list", "s3://serve/models/prod", "--endpoint-url", refusing,
+            timeout_s=120, cwd=ROOT,
+        )  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert completed.returncode != 0
+    assert "access denied; check the credentials in AWS_ACCESS_KEY_ID" in completed.stderr, output
+    assert "Access Key Id you provided does not exist" in completed.stderr  # the store's reason
+    assert SECRET not in output
+    assert "Traceback" not in output
+
+
+def test_a_credentials_error_holding_the_secret_is_named_without_it() -> None:
+    """A FAKE botocore error that carries the secret in its text: no real store sends the
+    secret back (it never receives it), so this cannot be produced for real; it checks
+    that the message for a credentials error never repeats the error's own text."""
     from botocore.exceptions import ClientError
 
     location = snapshots.StoreLocation("b", "p", "http://127.0.0.1:1")
     refused = ClientError(
-        {
-            "Error": {
-                "Code": "InvalidAccessKeyId",
-                "Message": "The AWS Access Key Id does not exist",
-            }
-        },
+        {"Error": {"Code": "SignatureDoesNotMatch", "Message": f"signed with {SECRET}"}},
         "ListObjectsV2",
     )
+    assert SECRET in str(refused)
     with pytest.raises(snapshots.StoreError, match="refused or found no credentials") as raised:
         with snapshots.store_errors(location, "list"):
             raise refused
     assert SECRET not in str(raised.value)
 
 
-def test_a_local_copy_of_a_snapshot_serves_like_the_original(s3_endpoint, cpu_repository, tmp_path):
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_local_copy_of_a_snapshot_serves_like_the_original(
+    s3_endpoint, cpu_repository, triton_server, tmp_path
+):
     root = _store(s3_endpoint, "serve")
     result = snapshots.push(cpu_repository, root)
     local = tmp_path / "fetched"
     manifest = snapshots.fetch(result.location, local)
-    assert {file.path for file in manifest.files} == {
-        path.relative_to(cpu_repository).as_posix()
-        for path in cpu_repository.rglob("*")
-        if path.is_file()
-    }
+    original = _files(cpu_repository)
+    assert {file.path for file in manifest.files} == set(original)
+    assert _files(local) == original  # every file, byte for byte, and no other
+    assert verify_repository(local) == []
+    photos = [sample_photo(name).path.read_bytes() for name in ("coffee", "chelsea", "rocket")]
+    with (
+        TritonServer(local, ServerPorts.free()) as copy,
+        Client(copy.grpc_url, timeout_s=60) as from_copy,
+        Client(triton_server.grpc_url, timeout_s=60) as from_original,
+    ):
+        for photo in photos:
+            served, expected = (
+                from_copy.classify(photo, top_k=5),
+                from_original.classify(photo, top_k=5),
+            )
+            assert [p.index for p in served.predictions] == [p.index for p in expected.predictions]
+            assert [p.score for p in served.predictions] == pytest.approx(
+                [p.score for p in expected.predictions], abs=1e-6
+            )
     shutil.rmtree(local)
