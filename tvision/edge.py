@@ -15,10 +15,10 @@ with them. nginx is the common gRPC and HTTP proxy of this field (ingress-nginx,
 - closes connections that send headers or a body too slowly, and idle ones, and caps the
   requests in progress on each port.
 
-Health does not go through the edge: probes ask Triton's own HTTP port (the pod's
-``triton-http`` port, which no Service or NetworkPolicy rule offers to clients) or the
-launcher's ``--health-port``, so clients holding thousands of connections at the edge
-cannot starve them.
+When it runs out of connections it closes the oldest idle ones ("reusing connections"),
+so one client holding thousands cannot lock others out. Probes use a health-only port
+(``health``, in the pod: no Service or NetworkPolicy rule offers it to clients) or, locally,
+the launcher's ``--health-port``, which asks Triton's own loopback port.
 
 The configuration is a pure function of ``EdgeLimits`` and the ports (``render_config``):
 the launcher writes it for a local server, and ``k8s/base/edge-nginx.conf`` is the same
@@ -84,6 +84,8 @@ class EdgePorts:
     http: int
     triton_grpc: int
     triton_http: int
+    # A port that answers only health and readiness (for probes), or none.
+    health: int | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def render_config(
     # Each proxied connection holds two descriptors (client and Triton), on two ports, and
     # idle connections take one more each until a timeout closes them.
     worker_connections = 4 * limits.max_client_connections + 1024
+    health = "" if ports.health is None else _health_server(listen_host, ports.health)
     return f"""# Written by tvision (tvision/edge.py); see its docstring for each limit's reason.
 {f"user {run_as};" if run_as else "# user: as started"}
 worker_processes 1;
@@ -194,7 +197,29 @@ http {{
             return 413 '{{"error":"{too_large}"}}';
         }}
     }}
-}}
+{health}}}
+"""
+
+
+# Triton's health and model readiness paths, the only ones the health port answers.
+HEALTH_PATHS_PATTERN = r"^/v2/(health/(ready|live)|models/[^/]+(/versions/[0-9]+)?/ready)$"
+
+
+def _health_server(listen_host: str, port: int) -> str:
+    return f"""    server {{
+        # Probes only: health and readiness, GET, nothing else.
+        listen {listen_host}:{port};
+        location ~ "{HEALTH_PATHS_PATTERN}" {{
+            limit_except GET {{ deny all; }}
+            proxy_pass http://triton_http;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout 10s;
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
 """
 
 
@@ -234,20 +259,24 @@ class Edge:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self, exec_wrapper: str, ready_timeout_s: float = 30.0) -> Edge:
-        """Start nginx as a child that dies with this process (see ``exec_wrapper``).
+    def start(
+        self, exec_wrapper: str, ready_timeout_s: float = 30.0, config: str | None = None
+    ) -> Edge:
+        """Start nginx as a child that dies with this process (see ``exec_wrapper``), with
+        ``render_config``'s output, or ``config`` as given (the pod's, in a test).
 
         Raises:
             EdgeError: nginx is missing, refused the configuration, or did not listen.
         """
-        binary = nginx_binary()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         import getpass
 
-        config = render_config(
-            self.limits, self.ports, address=self.address, work_dir=str(self.work_dir),
-            tls=self.tls, run_as=getpass.getuser() if os.geteuid() == 0 else None,
-        )  # fmt: skip
+        binary = nginx_binary()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if config is None:
+            config = render_config(
+                self.limits, self.ports, address=self.address, work_dir=str(self.work_dir),
+                tls=self.tls, run_as=getpass.getuser() if os.geteuid() == 0 else None,
+            )  # fmt: skip
         self.config_path.write_text(config, encoding="utf-8")
         command = [binary, "-e", "stderr", "-p", str(self.work_dir), "-c", str(self.config_path)]
         checked = subprocess.run(
@@ -274,7 +303,9 @@ class Edge:
 
     def _listening(self) -> bool:
         host = "127.0.0.1" if self.address in ("0.0.0.0", "::", "") else self.address
-        for port in (self.ports.grpc, self.ports.http):
+        for port in (self.ports.grpc, self.ports.http, self.ports.health):
+            if port is None:
+                continue
             try:
                 socket.create_connection((host, port), timeout=0.5).close()
             except OSError:
@@ -297,3 +328,40 @@ class Edge:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+# The pod's edge: Triton on loopback behind it, nginx's files in an emptyDir at /tmp/edge.
+K8S_EDGE_PORTS = EdgePorts(grpc=8001, http=8000, health=8003, triton_grpc=18001, triton_http=18000)
+K8S_TLS_DIR = Path("/etc/tvision/grpc-tls")
+K8S_CONFIGS = {
+    # kustomize file (relative to k8s/) -> TLS or not
+    "base/edge-nginx.conf": None,
+    "components/grpc-tls/edge-nginx.conf": EdgeTLS(
+        K8S_TLS_DIR / "tls.crt", K8S_TLS_DIR / "tls.key"
+    ),
+}
+
+
+def k8s_config(tls: EdgeTLS | None, limits: EdgeLimits | None = None) -> str:
+    """The edge's nginx.conf in the pod (the files K8S_CONFIGS names are this output)."""
+    return render_config(
+        limits or EdgeLimits(), K8S_EDGE_PORTS, address="0.0.0.0", work_dir="/tmp/edge", tls=tls
+    )
+
+
+def write_k8s_configs(k8s_dir: Path) -> list[Path]:
+    """(Re)write the pod's edge configs under ``k8s_dir``; run after changing the limits:
+    ``python -m tvision.edge k8s``."""
+    written = []
+    for relative, tls in K8S_CONFIGS.items():
+        path = k8s_dir / relative
+        path.write_text(k8s_config(tls), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover - a maintainer's command, tested through k8s
+    if sys.argv[1:] != ["k8s"]:
+        sys.exit("usage: python -m tvision.edge k8s")
+    for path in write_k8s_configs(Path(__file__).resolve().parents[1] / "k8s"):
+        print(f"wrote {path}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +24,17 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.helpers import ADMIN_HTTP_ENDPOINTS, http_status
-from tests.k8s.rendering import container_environment, expand, render, triton_container
+from tests.k8s.rendering import (
+    config_map_data,
+    container_environment,
+    expand,
+    one,
+    render,
+    triton_container,
+)
+from tvision import edge
+from tvision import server as server_module
+from tvision.edge import Edge, EdgeLimits, EdgePorts
 from tvision.server import (
     ADMIN_APIS,
     ADMIN_KEY_HEADER,
@@ -31,6 +42,7 @@ from tvision.server import (
     ServerError,
     ServerPorts,
     TritonServer,
+    free_ports,
 )
 from tvision_client import Client
 from tvision_export import snapshots
@@ -46,8 +58,77 @@ def _rendered_dev() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return documents, triton_container(documents)
 
 
-def _server_for(repository: str, ports: ServerPorts | None = None) -> TritonServer:
-    """A TritonServer running the rendered dev container's command, args and env."""
+class PodServer:
+    """The pod's two containers as rendered: Triton with the triton container's flags, and
+    nginx with the edge container's nginx.conf from its ConfigMap, their ports (and the TLS
+    Secret's mount) remapped to free loopback ports and local files."""
+
+    def __init__(self, documents: list[dict[str, Any]], triton: TritonServer, tls_dir: str = ""):
+        self.triton = triton
+        self.ports = ServerPorts.free()
+        (self.health_port,) = free_ports(1)
+        pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        name = volumes["edge-config"]["configMap"]["name"]
+        self.config = config_map_data(documents, name)["nginx.conf"]
+        self.tls_dir = tls_dir
+        self.edge: Edge | None = None
+
+    def start(self, ready_timeout_s: float = 240.0, heal: bool = False) -> PodServer:
+        work = Path(tempfile.mkdtemp(prefix="tvision-conformance-edge-"))
+        pod_ports = edge.K8S_EDGE_PORTS
+        self.triton.start(ready_timeout_s=ready_timeout_s, heal=heal)
+        try:
+            replacements = {
+                f"0.0.0.0:{pod_ports.grpc}": f"127.0.0.1:{self.ports.grpc}",
+                f"0.0.0.0:{pod_ports.http}": f"127.0.0.1:{self.ports.http}",
+                f"0.0.0.0:{pod_ports.health}": f"127.0.0.1:{self.health_port}",
+                f"127.0.0.1:{pod_ports.triton_grpc}": f"127.0.0.1:{self.triton.ports.grpc}",
+                f"127.0.0.1:{pod_ports.triton_http}": f"127.0.0.1:{self.triton.ports.http}",
+                "/tmp/edge": str(work),
+                str(edge.K8S_TLS_DIR): self.tls_dir or str(edge.K8S_TLS_DIR),
+            }
+            config = self.config
+            for pod_value, local in replacements.items():
+                assert pod_value in config or pod_value.startswith("/etc"), pod_value
+                config = config.replace(pod_value, local)
+            if os.geteuid() == 0:  # as the kubelet's non-root user would: one that can write
+                config = config.replace("# user: as started", "user root;")
+            pod_edge = EdgePorts(self.ports.grpc, self.ports.http, 0, 0, self.health_port)
+            self.edge = Edge(EdgeLimits(), pod_edge, work)
+            self.edge.start(server_module._EXEC_WRAPPER, config=config)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def process(self) -> Any:
+        return self.triton.process
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    def probe_url(self, port: int) -> str:
+        assert port == edge.K8S_EDGE_PORTS.health, "probes ask the edge's health port"
+        return f"http://127.0.0.1:{self.health_port}"
+
+    def stop(self) -> None:
+        if self.edge is not None:
+            shutil.rmtree(self.edge.work_dir, ignore_errors=True)
+            self.edge.stop()
+            self.edge = None
+        self.triton.stop()
+
+
+def _server_for(repository: str) -> PodServer:
+    """The rendered dev pod: Triton with its container's command, args and env, behind
+    the edge container's nginx.conf."""
     documents, container = _rendered_dev()
     assert container["command"] == ["tritonserver"]
     secrets = {
@@ -61,16 +142,16 @@ def _server_for(repository: str, ports: ServerPorts | None = None) -> TritonServ
     args = [expand(arg, environment) for arg in container["args"]]
     unexpanded = [arg for arg in args if "$(" in arg]
     assert not unexpanded, f"args refer to variables the container does not have: {unexpanded}"
-    return TritonServer(
-        repository, ports or ServerPorts.free(), serving_args=args, environment=environment
+    triton = TritonServer(
+        repository, ServerPorts.free(), serving_args=args, environment=environment, edge=None
     )
+    return PodServer(documents, triton)
 
 
-def _probe(server: TritonServer, probe: dict[str, Any]) -> int:
+def _probe(server: PodServer, probe: dict[str, Any]) -> int:
     """The status an httpGet probe would see (the kubelet counts 200-399 as success)."""
     get = probe["httpGet"]
-    assert get["port"] == "http"
-    request = urllib.request.Request(f"{server.http_url}{get['path']}")
+    request = urllib.request.Request(f"{server.probe_url(get['port'])}{get['path']}")
     try:
         with urllib.request.urlopen(request, timeout=probe.get("timeoutSeconds", 1)) as reply:
             return int(reply.status)
@@ -78,7 +159,7 @@ def _probe(server: TritonServer, probe: dict[str, Any]) -> int:
         return exc.code
 
 
-def _http(server: TritonServer, method: str, path: str, headers: dict[str, str]) -> int:
+def _http(server: PodServer, method: str, path: str, headers: dict[str, str]) -> int:
     return http_status(server.http_url, method, path, headers)
 
 
@@ -93,7 +174,7 @@ def snapshot_uri(s3_endpoint: str, cpu_repository: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def dev_server(snapshot_uri: str) -> Iterator[TritonServer]:
+def dev_server(snapshot_uri: str) -> Iterator[PodServer]:
     server = _server_for(snapshot_uri)
     server.start(heal=False)  # no launcher watchdog: the cluster has none either
     try:
@@ -194,14 +275,11 @@ def test_the_onprem_overlays_grpc_tls_serves_the_sdks_tls_client(cpu_repository,
     repository = environment["TVISION_MODEL_REPOSITORY"]
     assert repository.startswith(mounts["model-repository"] + "/")
     environment["TVISION_MODEL_REPOSITORY"] = str(cpu_repository)  # the volume's copy
-    args = [
-        expand(arg, environment).replace(mounts["grpc-tls"], str(secret_dir))
-        for arg in container["args"]
-    ]
-    server = TritonServer(
-        cpu_repository, ServerPorts.free(), serving_args=args, environment=environment
+    args = [expand(arg, environment) for arg in container["args"]]
+    triton = TritonServer(
+        cpu_repository, ServerPorts.free(), serving_args=args, environment=environment, edge=None
     )
-    server.start(heal=False)
+    server = PodServer(documents, triton, tls_dir=str(secret_dir)).start()
     try:
         tls = TLSConfig(root_certificates=authority.cert_pem.bytes())
         with Client(server.grpc_url, tls=tls, timeout_s=60) as client:

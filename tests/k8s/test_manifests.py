@@ -16,6 +16,7 @@ from tests.k8s.rendering import (
     render,
     triton_container,
 )
+from tvision import edge
 from tvision.server import GRPC_KEEPALIVE_ARGS, restricted_api_args
 from tvision_export.repository import ModelNames
 from tvision_export.spec import DEFAULT_SPEC
@@ -48,8 +49,11 @@ def test_objects_carry_the_recommended_labels(target) -> None:
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_every_overlay_runs_the_one_serving_image(target) -> None:
     pod = one(render(target), "Deployment")["spec"]["template"]["spec"]
-    (triton,) = pod["containers"]
+    containers = {container["name"]: container for container in pod["containers"]}
+    assert set(containers) == {"triton", "edge"}
+    triton = containers["triton"]
     assert triton["image"].endswith("/tvision/tritonserver:26.09-py3-tvision"), triton["image"]
+    assert containers["edge"]["image"].startswith("docker.io/nginxinc/nginx-unprivileged:1.")
     dockerfile = K8S_DIR / "image" / "Dockerfile"
     base_image = next(
         line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM")
@@ -199,16 +203,73 @@ def test_a_network_policy_admits_labelled_clients_and_monitoring(target) -> None
     assert metrics["from"][1]["podSelector"]["matchLabels"].items() <= master.items()
 
 
+def _edge(documents: list[dict]) -> dict:
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    (edge,) = [c for c in pod["containers"] if c["name"] == "edge"]
+    return edge
+
+
+def _edge_config(documents: list[dict]) -> str:
+    """The nginx.conf of the ConfigMap the pod mounts (its hashed name)."""
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return config_map_data(documents, volumes["edge-config"]["configMap"]["name"])["nginx.conf"]
+
+
 def test_grpc_tls_component_mounts_the_certificate_it_names() -> None:
+    """TLS ends at the edge: its nginx.conf names files under the Secret's mount."""
     documents = render("overlays/onprem")
     pod = one(documents, "Deployment")["spec"]["template"]["spec"]
-    container = triton_container(documents)
-    assert "--grpc-use-ssl=true" in container["args"]
-    files = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--grpc-server-")]
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config = _edge_config(documents)
+    assert "listen 0.0.0.0:8001 ssl http2;" in config
+    files = [line.split()[1].rstrip(";") for line in config.splitlines()
+             if line.strip().startswith(("ssl_certificate ", "ssl_certificate_key "))]  # fmt: skip
+    mounts = {m["name"]: m["mountPath"] for m in _edge(documents)["volumeMounts"]}
     assert all(path.startswith(mounts["grpc-tls"] + "/") for path in files) and len(files) == 2
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["grpc-tls"]["secret"]["secretName"] == "tvision-grpc-tls"
+    assert not any("ssl" in arg for arg in triton_container(documents)["args"])
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_edge_config_is_what_tvision_edge_renders(target) -> None:
+    """The pod's nginx.conf is tvision.edge's own output (`python -m tvision.edge k8s`
+    rewrites the files), TLS for the overlays with the grpc-tls component."""
+    documents = render(target)
+    config = _edge_config(documents)
+    tls = edge.K8S_CONFIGS["components/grpc-tls/edge-nginx.conf"]
+    expected = {edge.k8s_config(None), edge.k8s_config(tls)}
+    assert config in expected, "run `python -m tvision.edge k8s` after changing tvision/edge.py"
+    for relative, shape in edge.K8S_CONFIGS.items():
+        assert (K8S_DIR / relative).read_text() == edge.k8s_config(shape), relative
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_clients_reach_triton_only_through_the_edge(target) -> None:
+    documents = render(target)
+    triton, front = triton_container(documents), _edge(documents)
+    ports = edge.K8S_EDGE_PORTS
+    for flag in ("--grpc-address=127.0.0.1", f"--grpc-port={ports.triton_grpc}",
+                 "--http-address=127.0.0.1", f"--http-port={ports.triton_http}"):  # fmt: skip
+        assert flag in triton["args"]
+    named = {p["name"]: p["containerPort"] for p in front["ports"]}
+    assert named == {"http": ports.http, "grpc": ports.grpc, "health": ports.health}
+    assert [p["name"] for p in triton["ports"]] == ["metrics"]
+    # Services and the NetworkPolicy name the edge's ports; the probes its health port.
+    for service in by_kind(documents, "Service"):
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in {"grpc", "http", "metrics"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert triton[probe]["httpGet"]["port"] == ports.health, probe
+    assert front["command"][-1] == "/etc/tvision/edge/nginx.conf"
+    mounts = {m["mountPath"] for m in front["volumeMounts"]}
+    assert {"/etc/tvision/edge", "/tmp/edge"} <= mounts
+
+
+def test_patches_address_containers_by_name() -> None:
+    """A JSON patch on /containers/0 silently patches whichever container is first."""
+    for kustomization in K8S_DIR.rglob("*.yaml"):
+        assert "/containers/0" not in kustomization.read_text(), kustomization
 
 
 def test_grpc_has_a_headless_service_for_client_side_balancing() -> None:
