@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import os
 import re
 import subprocess
@@ -94,18 +95,59 @@ def test_a_run_against_no_server_could_not_run(tmp_path) -> None:
     assert "SLO gate COULD NOT RUN" in output
 
 
+def _ensemble_requests(server: TritonServer) -> int:
+    """Requests the server's ensemble received (Triton 2.51 counts a failed one twice)."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    counted = {"nv_inference_request_success": 0.0, "nv_inference_request_failure": 0.0}
+    for line in text.splitlines():
+        family = line.split("{", 1)[0]
+        if family in counted and 'model="efficientnet_lite0",' in line:
+            counted[family] += float(line.rsplit(" ", 1)[1])
+    return int(
+        counted["nv_inference_request_success"] + counted["nv_inference_request_failure"] / 2
+    )
+
+
 @pytest.mark.e2e
 def test_distributed_run_is_judged_once_by_the_master(triton_server, tmp_path) -> None:
-    """Locust's own distributed mode on this machine: a master and two worker processes."""
+    """Locust's own distributed mode on this machine: a master and two worker processes,
+    with objectives, a baseline and a report. One verdict is given, the master's, over the
+    requests of both workers (the server's own count), and it is the run's exit code: a
+    p99 of 0.001 ms cannot be met, a failure ratio of 1% is."""
+    baseline, report, prefix = (
+        tmp_path / "baseline.json",
+        tmp_path / "report.html",
+        tmp_path / "run",
+    )
+    before = _ensemble_requests(triton_server)
     completed = subprocess.run(
-        locust_command(triton_server.grpc_url, 4, 4, "6s", "--processes", "2"),
+        locust_command(triton_server.grpc_url, 4, 4, "6s", "--processes", "2",
+                       "--slo-p99-ms", "0.001", "--slo-max-failure-ratio", "0.01",
+                       "--save-baseline", str(baseline), "--report", str(report),
+                       "--csv", str(prefix)),
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
+    served = _ensemble_requests(triton_server) - before
     output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, output[-3000:]
-    assert output.count("SLO gate passed") == 1  # the master's verdict, once
-    assert "FAILED" not in output and "COULD NOT RUN" not in output
+    assert completed.returncode == 1, output[-3000:]  # the master's verdict
+    verdicts = [line for line in output.splitlines() if line.startswith("SLO gate")]
+    assert verdicts == ["SLO gate FAILED: p99 latency"], output[-3000:]
+    assert re.search(r"p99 latency +<= 0\.001 ms +\d+ ms +MISSED", output), output[-3000:]
+    found = re.search(r"failure ratio +<= 0\.01 +0\.0000 \(0 of (\d+)\) +met", output)
+    assert found, output[-3000:]
+    judged = int(found.group(1))
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        total = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+    assert judged == int(total["Request Count"]) > 0
+    # Both workers' requests, not one worker's share: what the server received, less at
+    # most one call per user cut off by the stop.
+    assert served - 4 <= judged <= served, (judged, served)
+    assert json.loads(baseline.read_text())["requests"] == judged
+    assert "Release gate FAILED (exit 1)" in report.read_text()
 
 
 @pytest.mark.e2e
