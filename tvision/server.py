@@ -435,6 +435,7 @@ class TritonServer:
         remove_stale_work_dirs()
         self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{_started}_"
         self._work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"))
+        self._check_shared_memory()
         if self.edge_limits is not None:
             grpc, http = free_ports(2)
             self.triton_ports = ServerPorts(grpc, http, self.ports.metrics)
@@ -473,6 +474,27 @@ class TritonServer:
             self.stop()
             raise
         return self
+
+    def _check_shared_memory(self) -> None:
+        """Warn when /dev/shm cannot hold the python backend's worst case (tvision.sizing):
+        a burst of the largest images would then fail instead of being served or shed."""
+        import warnings
+
+        from tvision import sizing
+
+        if self.edge_limits is None or not isinstance(self.repository, Path):
+            return
+        needed = sizing.repository_shared_memory_bytes(
+            self.repository, self.edge_limits.max_request_bytes
+        )
+        available = sizing.dev_shm_bytes()
+        if available is not None and available < needed:
+            warnings.warn(
+                f"/dev/shm holds {available / 2**30:.1f} GiB, and the python backend may "
+                f"need {needed / 2**30:.1f} GiB for a burst of the largest images this "
+                "repository admits: enlarge it, or lower --max-image-bytes",
+                stacklevel=3,
+            )
 
     def healthy(self) -> bool:
         """Ready, and every model has all its python-backend stubs alive."""

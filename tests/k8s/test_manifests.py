@@ -279,3 +279,37 @@ def test_grpc_has_a_headless_service_for_client_side_balancing() -> None:
     assert [port["name"] for port in headless["spec"]["ports"]] == ["grpc"]
     named = {port["name"] for port in services["tvision-triton"]["spec"]["ports"]}
     assert named == {"grpc", "http", "metrics"}
+
+
+def _quantity_bytes(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_dev_shm_holds_the_python_backends_worst_case(target) -> None:
+    """/dev/shm is sized from the limits: every python-backend instance handed its largest
+    batch of the largest requests the edge admits (tvision.sizing), for the target the
+    overlay serves; and the container's memory limit has room for it."""
+    from tvision import sizing
+    from tvision_export.configs import ServingOptions
+
+    documents = render(target)
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    serves = (
+        "gpu" if "nvidia.com/gpu" in triton_container(documents)["resources"]["limits"] else "cpu"
+    )
+    options = ServingOptions.for_target(serves)
+    plan = sizing.plan_for_options(
+        options, edge.EdgeLimits().max_request_bytes, tensor_bytes=3 * 224 * 224 * 4,
+        num_classes=1000,
+    )  # fmt: skip
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    shm = _quantity_bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert plan.total_bytes <= shm < plan.total_bytes * 1.5, (plan, shm)
+    memory = _quantity_bytes(triton_container(documents)["resources"]["limits"]["memory"])
+    assert memory >= shm + 8 * 2**30  # Triton, ONNX Runtime and the models besides
