@@ -102,6 +102,20 @@ def plan_rows(
     return rows
 
 
+def check_request(rates: Sequence[float], gpu_img_s: float | None, max_cores_per_pod: int) -> None:
+    """Raises ValueError for a plan that cannot be made: a rate, or a GPU throughput when
+    given, that is not positive, or pods of fewer than 2 cores (one serves Triton)."""
+    if not rates or any(rate <= 0 for rate in rates):
+        raise ValueError(f"--rate must be positive, got {', '.join(map(str, rates)) or 'none'}")
+    if gpu_img_s is not None and gpu_img_s <= 0:
+        raise ValueError(f"--gpu-img-s must be positive when given, got {gpu_img_s:g}")
+    if max_cores_per_pod < 1 + SERVING_CORES:
+        raise ValueError(
+            f"--max-cores-per-pod must be at least {1 + SERVING_CORES} (one core serves "
+            f"Triton), got {max_cores_per_pod}"
+        )
+
+
 def make_plan(
     rates: Sequence[float],
     target: str = "gpu",
@@ -110,6 +124,12 @@ def make_plan(
     repeats: int = 3,
     max_cores_per_pod: int = 16,
 ) -> CapacityPlan:
+    """Measure the preprocessing cost here and plan each rate.
+
+    Raises:
+        ValueError: see ``check_request``; nothing is measured then.
+    """
+    check_request(rates, gpu_img_s, max_cores_per_pod)
     costs = measure_costs(target, repeats)
     mean_ms = sum(cost.ms_per_image for cost in costs) / len(costs)
     return CapacityPlan(
