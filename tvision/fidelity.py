@@ -52,6 +52,10 @@ PHONE_SIZE_PX = (4032, 3024)
 JPEG_QUALITY = 90
 
 
+class FidelityError(Exception):
+    """ONNX Runtime cannot load the model, or cannot run it on the preprocessed photos."""
+
+
 def source_photos(include_opencv: bool = True) -> list[Path]:
     """The photos the set is built from, in a fixed order."""
     skimage_dir = Path(str(resources.files("skimage") / "data"))
@@ -192,12 +196,55 @@ class FidelityReport:
 
 
 def cost_ratios(report: FidelityReport, result: StrategyResult) -> dict[str, float]:
-    exact = next(r for r in report.results if r.strategy == "exact")
+    """CPU time by size class relative to the exact decode; empty when it was not run."""
+    exact = next((r for r in report.results if r.strategy == "exact"), None)
+    if exact is None:
+        return {}
     return {
         size: result.cpu_s_by_class[size] / exact.cpu_s_by_class[size]
         for size in exact.cpu_s_by_class
         if exact.cpu_s_by_class[size] > 0
     }
+
+
+def _onnx_runtime_errors() -> tuple[type[Exception], ...]:
+    """Every error ONNX Runtime's binding raises (Fail, NoSuchFile, InvalidProtobuf, ...):
+    they derive from Exception directly, not from one base of their own."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(
+        value
+        for value in vars(state).values()
+        if isinstance(value, type) and issubclass(value, Exception)
+    )
+
+
+def _classifier(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores for a batch of model inputs, from one ONNX Runtime session on the CPU.
+
+    Raises:
+        FidelityError: the file is missing or not a model ONNX Runtime can load, or a run
+            fails (an input the model does not take).
+    """
+    import onnxruntime as ort
+
+    errors = _onnx_runtime_errors()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except errors as exc:
+        raise FidelityError(f"{onnx_path}: ONNX Runtime cannot load it: {exc}") from exc
+    input_name = session.get_inputs()[0].name
+
+    def scores(batch: np.ndarray) -> np.ndarray:
+        try:
+            (output,) = session.run(None, {input_name: batch})
+        except errors as exc:
+            raise FidelityError(f"{onnx_path}: ONNX Runtime cannot run it: {exc}") from exc
+        return np.asarray(output)
+
+    return scores
 
 
 def measure(
@@ -208,17 +255,16 @@ def measure(
     default: str,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> FidelityReport:
-    """Compare each strategy with the reference on ``images``; see the module docstring."""
-    import onnxruntime as ort
-    from PIL import Image
+    """Compare each strategy with the reference on ``images``; see the module docstring.
 
-    from tvision_export.reference import reference_preprocess
+    Raises:
+        FidelityError: ONNX Runtime cannot load or run ``onnx_path``.
+        ValueError: an unknown strategy.
+        OSError: a photo cannot be read or is not an image.
+    """
     from tvision_export.triton_models.preprocess import ImagePreprocessor
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
+    classify = _classifier(onnx_path)
     spec_dict = json.loads(spec.preprocess.to_json())
     preprocessors = {
         name: ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name) for name in strategies
@@ -228,36 +274,50 @@ def measure(
     for number, path in enumerate(images, start=1):
         if number % 25 == 0:
             progress(f"{number}/{len(images)} images")
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as header:
-            is_jpeg, size = header.format == "JPEG", header.size
-        klass = size_class(*size)
-        if is_jpeg:
+        klass = _compare(spec, path, classify, preprocessors, results)
+        if klass is not None:
             jpegs_by_class[klass] = jpegs_by_class.get(klass, 0) + 1
-        (reference,) = session.run(
-            None, {input_name: reference_preprocess(data, spec.preprocess)[None]}
-        )
-        for name, preprocessor in preprocessors.items():
-            started = time.process_time()
-            crop = preprocessor.decode(data)
-            spent = time.process_time() - started
-            (served,) = session.run(None, {input_name: preprocessor.normalise([crop])})
-            result = results[name]
-            result.images += 1
-            top = np.argsort(served[0])[::-1][:COMPARED_CLASSES]
-            result.diffs.append(float(np.max(np.abs(served[0][top] - reference[0][top]))))
-            if int(top[0]) == int(reference[0].argmax()):
-                result.top1_agreements += 1
-            else:
-                result.disagreements.append(path.name)
-            if is_jpeg:
-                result.cpu_s_by_class[klass] = result.cpu_s_by_class.get(klass, 0.0) + spent
     return FidelityReport(
         images=len(images),
         jpegs_by_class=jpegs_by_class,
         results=list(results.values()),
         default=default,
     )
+
+
+def _compare(
+    spec: ModelSpec,
+    path: Path,
+    classify: Callable[[np.ndarray], np.ndarray],
+    preprocessors: dict[str, Any],
+    results: dict[str, StrategyResult],
+) -> str | None:
+    """One photo through the reference and each strategy; its size class if a JPEG."""
+    from PIL import Image
+
+    from tvision_export.reference import reference_preprocess
+
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as header:
+        is_jpeg, size = header.format == "JPEG", header.size
+    klass = size_class(*size)
+    reference = classify(reference_preprocess(data, spec.preprocess)[None])
+    for name, preprocessor in preprocessors.items():
+        started = time.process_time()
+        crop = preprocessor.decode(data)
+        spent = time.process_time() - started
+        served = classify(preprocessor.normalise([crop]))
+        result = results[name]
+        result.images += 1
+        top = np.argsort(served[0])[::-1][:COMPARED_CLASSES]
+        result.diffs.append(float(np.max(np.abs(served[0][top] - reference[0][top]))))
+        if int(top[0]) == int(reference[0].argmax()):
+            result.top1_agreements += 1
+        else:
+            result.disagreements.append(path.name)
+        if is_jpeg:
+            result.cpu_s_by_class[klass] = result.cpu_s_by_class.get(klass, 0.0) + spent
+    return klass if is_jpeg else None
 
 
 def render(report: FidelityReport) -> str:
