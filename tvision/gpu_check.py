@@ -20,9 +20,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tvision.server import restricted_api_args
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tvision.bench.report import RunResult
+    from tvision_export.configs import ServingOptions
 
 DEFAULT_IMAGE = "registry.example.com/tvision/tritonserver:26.09-py3-tvision"
 
@@ -113,6 +117,28 @@ class RemoteServer:
         raise GpuCheckError(f"{model} was not ready at {self.http_url} after {timeout_s:.0f} s")
 
 
+def start_container(command: list[str]) -> None:
+    """Run ``docker run --detach ...`` (``command``) and return once it has started.
+
+    Raises:
+        GpuCheckError: the docker client is missing, or docker refused to start the
+            container (no daemon, an image it cannot pull, no GPU runtime); the message
+            holds what docker said.
+    """
+    try:
+        subprocess.run(command, check=True, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError as exc:
+        raise GpuCheckError(
+            f"{command[0]} is not installed: install it, or start Triton and pass --url"
+        ) from exc
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or "").strip() or "(nothing on stderr)"
+        raise GpuCheckError(
+            f"docker run exited with code {exc.returncode}: {said}. Start Triton yourself "
+            "and pass --url, or fix the above."
+        ) from exc
+
+
 def run_gpu_check(
     image: str = DEFAULT_IMAGE,
     url: str | None = None,
@@ -121,10 +147,12 @@ def run_gpu_check(
     concurrencies: tuple[int, ...] = (16, 64),
     ready_timeout_s: float = 1800.0,
 ) -> dict[str, Any]:
-    """Raises GpuCheckError where it cannot run (no GPU, no CUDA ONNX Runtime, no Docker)."""
-    from tvision.bench.images import bench_images
-    from tvision.bench.paths import BenchPaths
-    from tvision.server import GRPC_ADMIN_KEY_HEADER, ServerPorts, new_admin_key
+    """Export the gpu target, serve it (Docker, or the Triton at ``url``), and measure.
+
+    Raises:
+        GpuCheckError: it cannot run here (no GPU, no CUDA ONNX Runtime, no Docker, a
+            container that did not start or get ready).
+    """
     from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.spec import DEFAULT_SPEC
@@ -138,33 +166,13 @@ def run_gpu_check(
         repository = Path(work_dir) / "model_repository"
         export = export_model(DEFAULT_SPEC, repository, options)
         container = f"tvision-gpu-check-{int(time.time())}"
-        if url is None:
-            ports = ServerPorts.free()
-            admin_key = new_admin_key()
-            subprocess.run(
-                docker_command(
-                    image, repository, container, (ports.grpc, ports.http, ports.metrics),
-                    admin_key,
-                ),
-                check=True,
-            )  # fmt: skip
-            server = RemoteServer(
-                f"127.0.0.1:{ports.grpc}",
-                f"http://127.0.0.1:{ports.http}",
-                admin_grpc_headers={GRPC_ADMIN_KEY_HEADER: admin_key},
-            )
-        else:
-            host = url.rsplit(":", 1)[0]
-            server = RemoteServer(url, f"http://{host}:8000")
+        server = _server(image, url, repository, container)
         try:
             started = time.monotonic()
             server.wait_until_ready(DEFAULT_SPEC.name, ready_timeout_s)
             ready_s = time.monotonic() - started
-            bench = BenchPaths(server, DEFAULT_SPEC, options, bench_images(), duration_s)  # type: ignore[arg-type]
-            results = [bench.limit(export.written.classifier_onnx, providers)]
-            for concurrency in concurrencies:
-                results.append(bench.served(concurrency, DEFAULT_SPEC.name))
-                results.append(bench.client_side(concurrency))
+            results = _measure(server, options, export.written.classifier_onnx, providers,
+                               duration_s, concurrencies)  # fmt: skip
         finally:
             if url is None:
                 subprocess.run(["docker", "stop", container], check=False, capture_output=True)
@@ -175,6 +183,52 @@ def run_gpu_check(
         "options": options,
         "results": results,
     }
+
+
+def _server(image: str, url: str | None, repository: Path, container: str) -> RemoteServer:
+    """The Triton at ``url``, or ``image`` started under Docker with a key of its own.
+
+    Raises:
+        GpuCheckError: the container did not start.
+    """
+    from tvision.server import GRPC_ADMIN_KEY_HEADER, ServerPorts, new_admin_key
+
+    if url is not None:
+        host = url.rsplit(":", 1)[0]
+        return RemoteServer(url, f"http://{host}:8000")
+    ports = ServerPorts.free()
+    admin_key = new_admin_key()
+    start_container(
+        docker_command(
+            image, repository, container, (ports.grpc, ports.http, ports.metrics), admin_key
+        )
+    )
+    return RemoteServer(
+        f"127.0.0.1:{ports.grpc}",
+        f"http://127.0.0.1:{ports.http}",
+        admin_grpc_headers={GRPC_ADMIN_KEY_HEADER: admin_key},
+    )
+
+
+def _measure(
+    server: RemoteServer,
+    options: ServingOptions,
+    classifier_onnx: Path,
+    providers: list[str],
+    duration_s: float,
+    concurrencies: tuple[int, ...],
+) -> list[RunResult]:
+    """The in-process limit, then served and client-side at each concurrency."""
+    from tvision.bench.images import bench_images
+    from tvision.bench.paths import BenchPaths
+    from tvision_export.spec import DEFAULT_SPEC
+
+    bench = BenchPaths(server, DEFAULT_SPEC, options, bench_images(), duration_s)  # type: ignore[arg-type]
+    results = [bench.limit(classifier_onnx, providers)]
+    for concurrency in concurrencies:
+        results.append(bench.served(concurrency, DEFAULT_SPEC.name))
+        results.append(bench.client_side(concurrency))
+    return results
 
 
 def render_gpu_check(report: dict[str, Any]) -> str:

@@ -12,7 +12,13 @@ import pytest
 from tests.helpers import run_tvision
 from tvision.bench.images import bench_images
 from tvision.bench.paths import BenchPaths
-from tvision.gpu_check import RemoteServer, docker_command, render_gpu_check
+from tvision.gpu_check import (
+    GpuCheckError,
+    RemoteServer,
+    docker_command,
+    render_gpu_check,
+    start_container,
+)
 from tvision.server import ADMIN_APIS, ADMIN_KEY_HEADER
 from tvision_export import configs
 from tvision_export.configs import ServingOptions
@@ -47,6 +53,29 @@ def test_the_docker_command_serves_the_export_on_all_gpus_on_loopback(tmp_path) 
     restricted = [arg for arg in command if arg.startswith("--http-restricted-api=")]
     assert restricted == [f"--http-restricted-api={','.join(ADMIN_APIS)}:{ADMIN_KEY_HEADER}={key}"]
     assert any(arg.startswith("--grpc-restricted-protocol=") for arg in command)
+
+
+def test_a_container_docker_cannot_start_is_a_gpu_check_error(tmp_path) -> None:
+    """A real failure: ``docker run`` of an image that exists nowhere (and here with no
+    daemon running either) exits non-zero; the check says what docker said, it does not
+    end in a CalledProcessError traceback."""
+    if not shutil.which("docker"):
+        pytest.skip("no docker client here: the missing-client case below covers it")
+    command = docker_command(
+        "tvision-no-such-image.invalid/none:0", tmp_path / "model_repository",
+        "tvision-test-no-such-container", (1, 2, 3), "gpu-check-admin-key-0123456789",
+    )  # fmt: skip
+    with pytest.raises(GpuCheckError, match="docker run exited with code") as raised:
+        start_container(command)
+    assert "(nothing on stderr)" not in str(raised.value)  # docker's own words follow
+
+
+def test_a_missing_docker_client_is_a_gpu_check_error(tmp_path, monkeypatch) -> None:
+    """Docker absent for real: a PATH that holds no docker."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    command = docker_command("img:tag", tmp_path / "model_repository", "n", (1, 2, 3), "k" * 16)
+    with pytest.raises(GpuCheckError, match="docker is not installed"):
+        start_container(command)
 
 
 def test_the_paths_it_measures_run_against_a_server_it_did_not_start(
