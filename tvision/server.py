@@ -781,9 +781,10 @@ def lockdown_settings(
     tls_key: Path | None,
     tls_client_ca: Path | None = None,
     environ: Mapping[str, str] | None = None,
-) -> tuple[str | None, list[str]]:
+) -> tuple[str | None, EdgeTLS | None]:
     """The admin key held in the variable ``admin_key_env`` names (None: a key made for the
-    start), and Triton's gRPC TLS flags for the certificate, key and client CA files.
+    start), and gRPC TLS from the certificate, key and client CA files (None: plain), as
+    ``TritonServer(admin_key=..., tls=...)`` takes them.
 
     Raises:
         ValueError: the variable holds no key of MIN_ADMIN_KEY_CHARS, a file is missing,
@@ -802,15 +803,9 @@ def lockdown_settings(
     if tls_cert is None or tls_key is None:
         if tls_client_ca is not None:
             raise ValueError("--grpc-tls-client-ca needs --grpc-tls-cert and --grpc-tls-key")
-        return admin_key, []
+        return admin_key, None
     for path in (tls_cert, tls_key, tls_client_ca):
         if path is not None and not path.is_file():
             raise ValueError(f"{path}: no such file")
-    tls = [
-        "--grpc-use-ssl=true",
-        f"--grpc-server-cert={tls_cert.resolve()}",
-        f"--grpc-server-key={tls_key.resolve()}",
-    ]
-    if tls_client_ca is not None:
-        tls += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls_client_ca.resolve()}"]
-    return admin_key, tls
+    client_ca = None if tls_client_ca is None else tls_client_ca.resolve()
+    return admin_key, EdgeTLS(tls_cert.resolve(), tls_key.resolve(), client_ca)
