@@ -8,6 +8,7 @@ import pytest
 
 from tests.helpers import run_tvision
 from tvision.bench.report import PATHS
+from tvision.exit_codes import EXIT_COULD_NOT_RUN
 
 pytestmark = pytest.mark.e2e
 
@@ -50,3 +51,15 @@ def test_quick_bench_reports_every_path_ratio_and_plot(tmp_path) -> None:
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for label in ("served (best) / in-process limit", "limit", "naive", "client-side"):
         assert label in completed.stdout
+
+
+def test_a_server_that_cannot_start_is_an_error_line_not_a_traceback() -> None:
+    """A real failure: the gpu target's classifier needs Triton's onnxruntime backend,
+    which the embedded server does not have, so tritonserver exits before it is ready."""
+    completed = run_tvision(
+        "bench", "--quick", "--set", "target=gpu", "--paths", "served", "--concurrency", "1",
+        timeout_s=300,
+    )  # fmt: skip
+    assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    assert completed.returncode == EXIT_COULD_NOT_RUN
+    assert "error: tritonserver exited" in completed.stderr, completed.stderr[-2000:]

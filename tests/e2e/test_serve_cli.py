@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -84,6 +85,43 @@ def test_serve_reports_its_ports_and_leaves_no_stub_behind(
         if serve.poll() is None:  # a failed assertion: still stop the server gracefully
             serve.terminate()
             serve.wait(timeout=60)
+
+
+def test_serve_reports_a_healed_stub_once_when_it_is_healed(cpu_repository, tmp_path) -> None:
+    """A stub killed for real: serve says so once, after the reload finished (a heal is
+    recorded when noticed, and its outcome is known only seconds later)."""
+    import queue
+    import threading
+
+    serve, repository, _ports, output = _start_serve(cpu_repository, tmp_path)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_the_rest() -> None:
+        assert serve.stderr is not None
+        for line in serve.stderr:
+            lines.put(line)
+
+    threading.Thread(target=read_the_rest, daemon=True).start()
+    try:
+        assert "ready:" in output, output
+        stub = next(
+            process for process in _processes_serving(repository)
+            if (process.info["cmdline"] or [""])[0].endswith("triton_python_backend_stub")
+        )  # fmt: skip
+        stub.kill()
+        deadline = time.monotonic() + 90
+        reports = []
+        while time.monotonic() < deadline and not reports:
+            with contextlib.suppress(queue.Empty):
+                line = lines.get(timeout=1)
+                reports += [line] if line.startswith("a stub of") else []
+        assert reports and "reloaded in" in reports[0], reports
+        time.sleep(3)  # a second report of the same heal would come within the loop's 1 s
+        later = [line for line in list(lines.queue) if line.startswith("a stub of")]
+        assert later == []
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
 
 
 def test_a_killed_launcher_takes_its_server_down(cpu_repository, tmp_path) -> None:

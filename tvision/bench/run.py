@@ -42,6 +42,8 @@ def run_benchmark(
 
     Raises:
         ValueError: unknown paths, or a full run without the naive comparison's concurrency.
+        ServerError: the server did not start with this export (``--set target=gpu``
+            here: the embedded server has no onnxruntime backend).
     """
     from tvision_export.configs import ServingOptions
     from tvision_export.exporter import classifier_source, export_model

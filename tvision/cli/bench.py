@@ -1,0 +1,105 @@
+"""``tvision bench``, ``bench-preprocess`` and ``bench-sdk``: the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tvision.cli._common import (
+    Subparsers,
+    emit,
+    fail,
+    int_list,
+    name_list,
+    positive_int,
+    progress_printer,
+)
+from tvision.exit_codes import EXIT_OK
+
+
+def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="served ensemble vs in-process limit, client-side and naive paths"
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes)")
+    parser.add_argument("--duration-s", type=float, default=None, help="seconds per run")
+    parser.add_argument("--concurrency", type=int_list, default=(1, 4, 16, 32))
+    parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change an exported serving option for this run, e.g. classifier_instances=1",
+    )
+    parser.add_argument(
+        "--paths",
+        type=name_list,
+        default=("limit", "served", "client-side", "naive"),
+        help="comma-separated subset of limit,served,client-side,naive (ratios need all)",
+    )
+    parser.set_defaults(handler=run_bench)
+
+    preprocess = subparsers.add_parser(
+        "bench-preprocess", help="preprocessing cost per image, each speed-up against its baseline"
+    )
+    preprocess.add_argument("--repeats", type=positive_int, default=20)
+    preprocess.set_defaults(handler=run_bench_preprocess)
+
+    sdk = subparsers.add_parser("bench-sdk", help="the SDK against raw tritonclient")
+    sdk.add_argument("--concurrency", type=positive_int, default=8)
+    sdk.add_argument("--rounds", type=positive_int, default=3)
+    sdk.add_argument("--duration-s", type=float, default=5.0)
+    sdk.add_argument("--json", type=Path, default=None)
+    sdk.set_defaults(handler=run_bench_sdk)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from tvision.bench.render import plot, render_table
+    from tvision.bench.run import run_benchmark
+    from tvision.server import ServerError
+    from tvision_export.configs import ServingOptions
+
+    try:
+        overrides = ServingOptions.parse_assignments(args.set)
+        report = run_benchmark(
+            quick=args.quick,
+            concurrencies=args.concurrency,
+            duration_s=args.duration_s,
+            progress=progress_printer("bench"),
+            overrides=overrides,
+            paths=args.paths,
+        )
+    except (ValueError, ServerError) as exc:
+        return fail(exc)
+    code = emit(render_table(report), report.to_json(), args.json)
+    if code == EXIT_OK and args.plot:
+        try:
+            plot(report, args.plot)
+        except OSError as exc:
+            return fail(f"cannot write the plot: {exc}")
+    return code
+
+
+def run_bench_preprocess(args: argparse.Namespace) -> int:
+    from tvision.bench.preprocess import render_preprocess_table, run_preprocess_benchmark
+
+    print(render_preprocess_table(run_preprocess_benchmark(args.repeats)))
+    return EXIT_OK
+
+
+def run_bench_sdk(args: argparse.Namespace) -> int:
+    from tvision.bench.sdk import render_sdk_table, run_sdk_benchmark
+    from tvision.server import ServerError
+
+    try:
+        report = run_sdk_benchmark(
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            duration_s=args.duration_s,
+            progress=progress_printer("bench-sdk"),
+        )
+    except ServerError as exc:
+        return fail(exc)
+    return emit(render_sdk_table(report), report.to_json(), args.json)
