@@ -65,6 +65,8 @@ CASES = [
     (["plan", "--rate", "0"], EXIT_COULD_NOT_RUN, "--rate must be positive"),
     (["plan", "--rate", "100", "--gpu-img-s", "0"], EXIT_COULD_NOT_RUN,
      "--gpu-img-s must be positive"),
+    (["plan", "--rate", "100", "--repeats", "1", "--json", "{missing}/plan.json"],
+     EXIT_COULD_NOT_RUN, "cannot write the report"),
     (["no-such-command"], EXIT_COULD_NOT_RUN, "invalid choice"),
 ]  # fmt: skip
 
