@@ -140,8 +140,9 @@ LOADTEST_GATE ?= --slo-p99-ms 2000 --slo-max-failure-ratio 0
 loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt serve-packages
 	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY) -- $(LOADTEST_GATE)
 
+# Quiet (@): the output is YAML for `make k8s | kubectl apply -f -`.
 k8s: $(INSTALLED)
-	$(BIN)/kubectl kustomize k8s/overlays/$(or $(OVERLAY),prod)
+	@$(BIN)/kubectl kustomize k8s/overlays/$(or $(OVERLAY),prod)
 
 clean:
 	rm -rf $(REPOSITORY)/*/ .pytest_cache .mypy_cache .ruff_cache
