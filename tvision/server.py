@@ -182,6 +182,25 @@ def triton_tls_args(tls: EdgeTLS) -> list[str]:
     return args
 
 
+def _holder(port: int) -> str:
+    """ " by NAME (pid N)" for the process listening on ``port``, when it can be seen."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return ""
+    for connection in connections:
+        listening = connection.status == psutil.CONN_LISTEN
+        if listening and connection.laddr and connection.laddr.port == port and connection.pid:
+            try:
+                name = psutil.Process(connection.pid).name()
+            except psutil.Error:
+                name = "a process"
+            return f" by {name} (pid {connection.pid})"
+    return ""
+
+
 class ServerError(RuntimeError):
     """The server could not be started, or died; the message holds the end of its log."""
 
@@ -429,6 +448,7 @@ class TritonServer:
             raise ServerError(
                 f"model repository {self.repository} does not exist; run 'tvision export' first"
             )
+        self._refuse_ports_in_use()
         global _started
         _started += 1
         remove_stale_shm_regions()
@@ -474,6 +494,26 @@ class TritonServer:
             self.stop()
             raise
         return self
+
+    def _refuse_ports_in_use(self) -> None:
+        """Refuse before anything starts when a port is taken: otherwise another server's
+        readiness could answer for this one, which then dies on its bind.
+
+        Raises:
+            ServerError: naming the port, its use and the process that holds it.
+        """
+        for use, port in (("gRPC", self.ports.grpc), ("HTTP", self.ports.http),
+                          ("metrics", self.ports.metrics)):  # fmt: skip
+            family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.address, port))
+                except OSError:
+                    raise ServerError(
+                        f"{use} port {port} on {self.address} is in use{_holder(port)}; "
+                        "stop that server or choose other ports"
+                    ) from None
 
     def _check_shared_memory(self) -> None:
         """Warn when /dev/shm cannot hold the python backend's worst case (tvision.sizing):
