@@ -164,8 +164,8 @@ def test_a_killed_stub_is_replaced_and_readiness_says_so(cpu_repository, fault_t
                 # Readiness drops while the model cannot serve, then comes back.
                 assert _wait_for(lambda: _status(ready_url) == 503, 5) is not None
                 recovered_s = _wait_for(lambda: _status(ready_url) == 200, 30)
-            # The load has stopped; its last calls (one the dead instance still held among
-            # them) are counted.
+            # The load has stopped, and its last calls are counted (a call the dead instance
+            # still held when readiness came back may be among them).
             assert recovered_s is not None and recovered_s < 10
             assert [heal.model for heal in watchdog.heals] == [model]
             # What failed is what the dead instance had taken, and it is bounded.

@@ -71,7 +71,7 @@ def test_fidelity_measures_each_strategy_against_the_reference(cpu_export, hard_
     assert by_name["exact"].images == len(images) == 12
     assert by_name["exact"].top1_agreement == 1.0
     assert max(by_name["exact"].diffs) < 0.01  # the same pixels, up to crop-box rounding
-    assert by_name[DEFAULT_DECODE].meets_bound(), (by_name[DEFAULT_DECODE].diffs)
+    assert by_name[DEFAULT_DECODE].meets_bound(), by_name[DEFAULT_DECODE].diffs
     # The bound judged here and by `tvision validate` is the one the README states.
     assert _readme_bound() == (DEFAULT_MIN_TOP1_AGREEMENT, DEFAULT_MAX_PROBABILITY_DIFF)
     # The 12 MP phone photos are decoded at half size: cheaper than the exact decode.
