@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tvision.exit_codes import EXIT_COULD_NOT_RUN, EXIT_OK
 from tvision.server import ServerError, ServerPorts, TritonServer
 
 
@@ -22,7 +23,7 @@ def run_demo(repository: Path, top_k: int = 5) -> int:
         server.start()
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_COULD_NOT_RUN
     try:
         print(f"ready: gRPC {server.grpc_url}, HTTP {server.http_url}\n", flush=True)
         photos = sample_photos()
@@ -34,10 +35,10 @@ def run_demo(repository: Path, top_k: int = 5) -> int:
             print(f"{photo.name} ({photo.path.name})")
             for prediction in result.predictions:
                 print(f"  {prediction.score:7.2%}  {prediction.label}")
-        return 0
+        return EXIT_OK
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_COULD_NOT_RUN
     finally:
         server.stop()
         print("\nserver stopped", flush=True)

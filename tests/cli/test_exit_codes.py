@@ -28,10 +28,6 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-DEMO_GAP = (
-    "tvision/demo.py (not the CLI's) returns 1 when its server cannot start; the table says 2"
-)
-
 # (command with placeholders, expected code, words its error must contain)
 CASES = [
     (["export", "--fp16"], EXIT_COULD_NOT_RUN, "needs the gpu target"),
@@ -43,8 +39,7 @@ CASES = [
     (["classify", "{photo}", "--url", "127.0.0.1:{closed}", "--timeout-s", "2"],
      EXIT_COULD_NOT_RUN, "Connection refused"),
     (["classify", "{photo}", "--top-k", "0"], EXIT_COULD_NOT_RUN, "positive integer"),
-    pytest.param(["demo", "--repository", "{missing}"], EXIT_COULD_NOT_RUN, "does not exist",
-                 marks=pytest.mark.xfail(strict=True, reason=DEMO_GAP)),
+    (["demo", "--repository", "{missing}"], EXIT_COULD_NOT_RUN, "does not exist"),
     (["repo", "verify", "{missing}"], EXIT_COULD_NOT_RUN, "no such repository directory"),
     (["repo", "verify", "{empty}"], EXIT_CHECK_FAILED, "no models in the repository"),
     (["repo", "verify", "s3://models/prod/snapshots/0", "--endpoint-url", "{store}"],

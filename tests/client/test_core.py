@@ -158,6 +158,9 @@ def test_channel_keeps_connections_alive_with_pings_the_server_must_permit() -> 
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.http2.max_pings_without_data"] == 0
     assert options["grpc.enable_retries"] == 0
+    # gRPC takes the minimum reconnect backoff as each connection attempt's timeout too:
+    # 200 ms failed the first call to a replica 200 ms away (tests/e2e/test_network_faults).
+    assert options["grpc.min_reconnect_backoff_ms"] >= 1_000
 
 
 class _Unavailable(grpc.RpcError):

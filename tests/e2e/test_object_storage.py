@@ -229,7 +229,7 @@ def test_an_unreachable_endpoint_is_named(tmp_path) -> None:
     completed = _tvision(
         "repo", "list", "s3://models/prod", "--endpoint-url", closed, timeout_s=120
     )
-    assert completed.returncode == 1
+    assert completed.returncode == 2  # could not run (tvision.exit_codes)
     assert "cannot reach the object store" in completed.stderr and closed in completed.stderr
 
 
@@ -240,7 +240,7 @@ def test_missing_credentials_are_named(s3_endpoint, tmp_path) -> None:
         "repo", "list", "s3://serve/models/prod", "--endpoint-url", s3_endpoint,
         timeout_s=120, cwd=ROOT, env=environment,
     )  # fmt: skip
-    assert completed.returncode == 1
+    assert completed.returncode == 2  # could not run (tvision.exit_codes)
     assert "found no credentials" in completed.stderr, completed.stderr
 
 

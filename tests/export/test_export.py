@@ -335,7 +335,7 @@ def test_export_cli_flags_reach_the_configs(tmp_path) -> None:
     policy = preprocess.dynamic_batching.default_queue_policy
     assert policy.default_timeout_microseconds == 123456
     bad = run_tvision("export", "--repository", str(repository), "--fp16", timeout_s=120)
-    assert bad.returncode == 1 and "fp16" in bad.stderr
+    assert bad.returncode == 2 and "fp16" in bad.stderr
 
 
 def test_reference_scales_16_bit_grayscale_like_the_server() -> None:

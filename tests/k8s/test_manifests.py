@@ -73,8 +73,9 @@ def test_probes_ask_the_ensemble_and_are_sized(target) -> None:
         # The default timeout (1 s) is shorter than a busy 2-core server takes to answer.
         assert container[probe].get("timeoutSeconds", 1) >= 3, probe
     startup = container["startupProbe"]
-    # A download from object storage, a load and a warmup: at least 5 minutes.
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # A download from object storage, a load and a warmup: the README promises 60 x 10 s
+    # (10 minutes) on the cpu overlays; the gpu component's own test pins its 20 minutes.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
 def test_graceful_shutdown_fits_the_grace_period() -> None:

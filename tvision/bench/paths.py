@@ -49,7 +49,9 @@ def write_naive_baseline(
         allow_spinning=True,
     )
     written = write_version(repository, name + NAIVE_SUFFIX, source, naive)
-    for model in (written.names.preprocess, written.names.classifier):
+    # The example has no intake step; ours stays (it isolates requests) but, like the rest,
+    # without a queue policy: nothing the example has.
+    for model in (written.names.intake, written.names.preprocess, written.names.classifier):
         config_path = repository / model / contract.CONFIG_FILE
         config = configs.parse(config_path.read_text(encoding="utf-8"))
         config.ClearField("dynamic_batching")

@@ -58,6 +58,8 @@ ENDPOINT_COOL_DOWN_S = 1.0
 # --grpc-http2-min-recv-ping-interval-without-data below KEEPALIVE_TIME_MS (at most 4000,
 # a margin for timer jitter) and --grpc-http2-max-ping-strikes=0.
 KEEPALIVE_TIME_MS = 5_000
+# The shortest time a connection attempt gets to finish (TCP, TLS and HTTP/2 settings).
+MIN_CONNECT_TIMEOUT_MS = 2_000
 KEEPALIVE_TIMEOUT_MS = 3_000
 
 
@@ -104,7 +106,10 @@ def channel_options(max_message_bytes: int, tls: TLSConfig | None) -> list[tuple
         # gRPC's reconnect backoff grows to 120 s by default; a restarted server would sit
         # unused that long. Cap it so a replica is back in rotation within about 2 s.
         ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
+        # gRPC also takes this as each connection attempt's shortest timeout (its
+        # min_connect_timeout): at 200 ms, a replica 200 ms away failed its first call
+        # ("timed out before receiving SETTINGS frame").
+        ("grpc.min_reconnect_backoff_ms", MIN_CONNECT_TIMEOUT_MS),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     if tls is not None and tls.server_name_override:
