@@ -121,8 +121,19 @@ def render_config(
             "        ssl_protocols TLSv1.2 TLSv1.3;\n"
         )
         if tls.client_ca is not None:
+            # nginx finishes the handshake, then answers 495/496 as HTTP; a gRPC client
+            # gets UNAUTHENTICATED (16) with the reason instead.
             grpc_tls += (
-                f"        ssl_client_certificate {tls.client_ca};\n        ssl_verify_client on;\n"
+                f"        ssl_client_certificate {tls.client_ca};\n"
+                "        ssl_verify_client on;\n"
+                "        error_page 495 496 = @no_client_certificate;\n"
+                "        location @no_client_certificate {\n"
+                "            default_type application/grpc;\n"
+                "            add_header grpc-status 16 always;\n"
+                '            add_header grpc-message "a client certificate signed by the '
+                "server's CA is required\" always;\n"
+                "            return 204;\n"
+                "        }\n"
             )
     too_large = (
         f"request body over the limit of {limits.max_request_bytes} bytes that this server "

@@ -13,9 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tvision.edge import EdgeTLS
 from tvision.server import ServerPorts, TritonServer
 from tvision_client import (
     AsyncClient,
+    AuthenticationError,
     Client,
     ClientError,
     InvalidImageError,
@@ -165,15 +167,14 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _tls_server(repository: Path, certificates: dict[str, Path], mutual: bool) -> TritonServer:
-    args = [
-        "--grpc-use-ssl=true",
-        f"--grpc-server-cert={certificates['server_cert']}",
-        f"--grpc-server-key={certificates['server_key']}",
-        f"--grpc-root-cert={certificates['ca']}",
-    ]
-    if mutual:
-        args.append("--grpc-use-ssl-mutual=true")
-    return TritonServer(repository, ServerPorts.free(), extra_args=args)
+    """TLS as the launcher serves it: terminated at the edge (nginx), which with ``mutual``
+    also requires a client certificate signed by the CA."""
+    tls = EdgeTLS(
+        certificates["server_cert"],
+        certificates["server_key"],
+        certificates["ca"] if mutual else None,
+    )
+    return TritonServer(repository, ServerPorts.free(), tls=tls)
 
 
 def test_server_tls_with_a_custom_root_certificate(cpu_repository, certificates) -> None:
@@ -201,7 +202,7 @@ def test_mutual_tls_requires_the_client_certificate(cpu_repository, certificates
             Client(
                 server.grpc_url, tls=server_only, retry=RetryPolicy(max_attempts=1), timeout_s=5
             ) as client,
-            pytest.raises(UnavailableError),
+            pytest.raises(AuthenticationError, match="client certificate"),
         ):
             client.classify(COFFEE)
 
