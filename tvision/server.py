@@ -120,7 +120,7 @@ def remove_stale_shm_regions() -> list[str]:
     removed = []
     for region in SHM_DIR.glob(f"{SHM_PREFIX}*"):
         owner = region.name[len(SHM_PREFIX) :].split("_", 1)[0]
-        if owner.isdigit() and not _process_alive(int(owner)):
+        if owner.isdigit() and not process_alive(int(owner)):
             with contextlib.suppress(OSError):
                 region.unlink()
                 removed.append(region.name)
@@ -132,13 +132,14 @@ def remove_stale_work_dirs() -> list[str]:
     removed = []
     for work_dir in Path(tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}*"):
         owner = work_dir.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
-        if owner.isdigit() and not _process_alive(int(owner)):
+        if owner.isdigit() and not process_alive(int(owner)):
             shutil.rmtree(work_dir, ignore_errors=True)
             removed.append(work_dir.name)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while a process with this pid exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.helpers import ROOT
+from tvision.server import process_alive
 
 NETWORK = ipaddress.IPv4Network("10.247.0.0/16")
 # The client-facing ports inside each namespace: a fresh namespace has them all free.
@@ -227,21 +228,11 @@ def remove_stale() -> list[str]:
     removed = []
     for name in _run(["ip", "netns", "list"]).split():
         found = re.fullmatch(r"tvnf(\d+)[a-z]", name)
-        if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))):
+        if found and int(found.group(1)) != os.getpid() and not process_alive(int(found.group(1))):
             space = Namespace(name, NETWORK, created=["netns", "veth"])
             space.delete()
             removed.append(name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def leftovers(names: list[str]) -> list[str]:
