@@ -73,12 +73,13 @@ class PodServer:
         self.config = config_map_data(documents, name)["nginx.conf"]
         self.tls_dir = tls_dir
         self.edge: Edge | None = None
+        self.work: Path | None = None
 
     def start(self, ready_timeout_s: float = 240.0, heal: bool = False) -> PodServer:
-        work = Path(tempfile.mkdtemp(prefix="tvision-conformance-edge-"))
         pod_ports = edge.K8S_EDGE_PORTS
         self.triton.start(ready_timeout_s=ready_timeout_s, heal=heal)
         try:
+            self.work = work = Path(tempfile.mkdtemp(prefix="tvision-conformance-edge-"))
             replacements = {
                 f"0.0.0.0:{pod_ports.grpc}": f"127.0.0.1:{self.ports.grpc}",
                 f"0.0.0.0:{pod_ports.http}": f"127.0.0.1:{self.ports.http}",
@@ -120,9 +121,11 @@ class PodServer:
 
     def stop(self) -> None:
         if self.edge is not None:
-            shutil.rmtree(self.edge.work_dir, ignore_errors=True)
             self.edge.stop()
             self.edge = None
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work = None
         self.triton.stop()
 
 
