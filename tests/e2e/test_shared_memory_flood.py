@@ -1,0 +1,178 @@
+"""A flood of the largest images the edge admits, on a server whose /dev/shm is as large as
+tvision.sizing plans (what the pod's volume is sized from): each request is served or shed
+with UNAVAILABLE, none fails for want of shared memory, and the server serves afterwards.
+
+The server runs in a mount namespace of the test's own (``unshare --mount``) with a tmpfs
+of a set size on /dev/shm: the python backend's regions live in it and go with it. The
+control gives it 96 MiB: the same flood then fails with "Failed to increase the shared
+memory pool", the failure the sizing prevents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.helpers import ROOT
+from tvision import sizing
+from tvision.edge import EdgeLimits
+from tvision.server import free_ports
+from tvision_export import contract
+from tvision_export.spec import DEFAULT_SPEC
+
+pytestmark = pytest.mark.e2e
+
+# Inside the mount namespace: one server; "ready" on stdout; serve until stdin closes.
+SERVER_SCRIPT = """
+import ctypes, signal, sys
+from pathlib import Path
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+from tvision.server import ServerPorts, TritonServer
+ports = ServerPorts(grpc=int(sys.argv[2]), http=int(sys.argv[3]), metrics=int(sys.argv[4]))
+server = TritonServer(Path(sys.argv[1]), ports, exit_timeout_s=5)
+try:
+    server.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+finally:
+    print(server.log_tail(1000), flush=True)
+    server.stop()
+"""
+CALLERS, FLOOD_S, READY_TIMEOUT_S = 48, 10.0, 180
+CONTROL_SHM_BYTES = 96 * 2**20
+SHM_FAILURE = "Failed to increase the shared memory pool"
+
+
+def _largest_jpeg(max_bytes: int) -> bytes:
+    """A real JPEG of noise just under the edge's body limit (about 18 MB, 15 MP)."""
+    rng = np.random.default_rng(0)
+    side = 5000
+    while True:
+        pixels = rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+        if len(buffer.getvalue()) < max_bytes - 2**20:
+            return buffer.getvalue()
+        side = int(side * 0.9)
+
+
+def _request(image: bytes) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)
+    tensor = request.inputs.add(name=contract.ENSEMBLE_INPUT, datatype="BYTES")
+    tensor.shape.extend([1, 1])
+    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
+    return request
+
+
+async def _flood(url: str, request: service_pb2.ModelInferRequest) -> dict[str, int]:
+    """Outcomes by gRPC code (with the message, for anything but OK and UNAVAILABLE)."""
+    outcomes: dict[str, int] = {}
+    options = [("grpc.max_send_message_length", 64 * 2**20)]
+    async with grpc.aio.insecure_channel(url, options=options) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time() + FLOOD_S
+
+        async def caller() -> None:
+            while loop.time() < stop_at:
+                try:
+                    await stub.ModelInfer(request, timeout=60)
+                    key = "OK"
+                except grpc.aio.AioRpcError as exc:
+                    key = exc.code().name
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        key += f": {exc.details()[:100]}"
+                outcomes[key] = outcomes.get(key, 0) + 1
+
+        await asyncio.gather(*(caller() for _ in range(CALLERS)))
+    return outcomes
+
+
+def _wait_for_ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=READY_TIMEOUT_S):
+            raise AssertionError(f"the server was not ready in {READY_TIMEOUT_S} s")
+    line = process.stdout.readline()
+    assert line.startswith("ready"), f"the server did not start: {line!r}"
+
+
+def _flood_with_shm(
+    repository: Path, shm_bytes: int, image: bytes, tmp_path: Path
+) -> tuple[dict[str, int], str, bool]:
+    """Flood a server whose /dev/shm holds ``shm_bytes``: the outcomes, Triton's log, and
+    whether a normal request was served after the flood."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a private /dev/shm needs root and unshare (util-linux)")
+    grpc_port, http_port, metrics_port = free_ports(3)
+    size_kib = shm_bytes // 1024
+    with (tmp_path / f"launcher-{size_kib}k.log").open("w") as stderr:
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f'mount -t tmpfs -o size={size_kib}k tmpfs /dev/shm && exec "$0" "$@"',
+             sys.executable, "-c", SERVER_SCRIPT, str(repository), str(grpc_port),
+             str(http_port), str(metrics_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        _wait_for_ready(process)
+        url = f"127.0.0.1:{grpc_port}"
+        outcomes = asyncio.run(_flood(url, _request(image)))
+        from tvision_client import Client, ClientError
+        from tvision_export.samples import sample_photo
+
+        try:
+            with Client(url, timeout_s=60) as client:
+                coffee = sample_photo("coffee").path.read_bytes()
+                served_after = client.classify(coffee).top.label == "espresso"
+        except ClientError:
+            served_after = False
+        log, _ = process.communicate(timeout=60)  # closes stdin: the server stops
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return outcomes, log, served_after
+
+
+@pytest.fixture(scope="module")
+def largest_image() -> bytes:
+    return _largest_jpeg(EdgeLimits().max_request_bytes)
+
+
+def test_a_flood_of_the_largest_images_is_served_or_shed(
+    cpu_repository, largest_image, tmp_path
+) -> None:
+    plan = sizing.repository_shared_memory_bytes(cpu_repository, EdgeLimits().max_request_bytes)
+    outcomes, log, served_after = _flood_with_shm(cpu_repository, plan, largest_image, tmp_path)
+    print(f"/dev/shm {plan / 2**30:.2f} GiB, {len(largest_image) / 1e6:.1f} MB JPEGs: {outcomes}")
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
+    assert outcomes.get("OK", 0) > 0
+    assert SHM_FAILURE not in log
+    assert served_after
+
+
+def test_control_a_small_dev_shm_runs_out_under_the_same_flood(
+    cpu_repository, largest_image, tmp_path
+) -> None:
+    outcomes, log, _ = _flood_with_shm(cpu_repository, CONTROL_SHM_BYTES, largest_image, tmp_path)
+    print(f"/dev/shm 96 MiB: {outcomes}")
+    internal = sum(count for key, count in outcomes.items() if key.startswith("INTERNAL"))
+    assert internal > 0 and SHM_FAILURE in log, outcomes
