@@ -32,7 +32,7 @@ from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.e2e.conftest import FaultRow
-from tests.helpers import ROOT
+from tests.helpers import ROOT, infer_request
 from tvision.health import HealthEndpoint
 from tvision.server import (
     SHM_DIR,
@@ -253,15 +253,6 @@ def test_an_admin_unload_is_not_taken_for_a_dead_stub(cpu_repository, fault_tabl
     fault_table.append(
         FaultRow("admin unload, then load (not a dead stub)", 1, 0, None, "no heal attempted")
     )
-
-
-def _good_request(image: bytes) -> service_pb2.ModelInferRequest:
-    """A well-formed request for the ensemble, built by hand (no SDK, so no retries)."""
-    request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)
-    tensor = request.inputs.add(name=contract.ENSEMBLE_INPUT, datatype="BYTES")
-    tensor.shape.extend([1, 1])
-    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
-    return request
 
 
 def _poison_request() -> service_pb2.ModelInferRequest:
@@ -554,7 +545,7 @@ def test_overload_is_rejected_at_the_door_within_the_queue_timeout(
     repository = tmp_path / "model_repository"
     options = ServingOptions(preprocess_instances=1, classifier_instances=1)
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
-    request = _good_request(COFFEE)
+    request = infer_request(COFFEE)
     with TritonServer(repository, ServerPorts.free()) as server:
 
         async def flood() -> tuple[list[float], list[float], list[str]]:

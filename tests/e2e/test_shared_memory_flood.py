@@ -16,7 +16,6 @@ import os
 import selectors
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +26,10 @@ import pytest
 from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, infer_request
 from tvision import sizing
 from tvision.edge import EdgeLimits
 from tvision.server import free_ports
-from tvision_export import contract
-from tvision_export.spec import DEFAULT_SPEC
 
 pytestmark = pytest.mark.e2e
 
@@ -68,14 +65,6 @@ def _largest_jpeg(max_bytes: int) -> bytes:
         if len(buffer.getvalue()) < max_bytes - 2**20:
             return buffer.getvalue()
         side = int(side * 0.9)
-
-
-def _request(image: bytes) -> service_pb2.ModelInferRequest:
-    request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)
-    tensor = request.inputs.add(name=contract.ENSEMBLE_INPUT, datatype="BYTES")
-    tensor.shape.extend([1, 1])
-    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
-    return request
 
 
 async def _flood(url: str, request: service_pb2.ModelInferRequest) -> dict[str, int]:
@@ -134,7 +123,7 @@ def _flood_with_shm(
     try:
         _wait_for_ready(process)
         url = f"127.0.0.1:{grpc_port}"
-        outcomes = asyncio.run(_flood(url, _request(image)))
+        outcomes = asyncio.run(_flood(url, infer_request(image)))
         from tvision_client import Client, ClientError
         from tvision_export.samples import sample_photo
 
