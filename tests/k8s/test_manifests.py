@@ -186,22 +186,54 @@ def test_dev_runs_one_cpu_replica_that_a_drain_does_not_evict() -> None:
     assert not by_kind(documents, "HorizontalPodAutoscaler")
 
 
+def _readme_network_policy() -> tuple[dict[str, str], str]:
+    """The client label and the monitoring namespace as the README's component table says."""
+    import re
+
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `networkpolicy` |")]
+    label = re.search(r'labelled `([\w./-]+): "(\w+)"`', row)
+    namespace = re.search(r"the `([\w-]+)` namespace", row)
+    assert label and namespace, row
+    return {label[1]: label[2]}, namespace[1]
+
+
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_a_network_policy_admits_labelled_clients_and_monitoring(target) -> None:
+    client_labels, monitoring = _readme_network_policy()
     documents = render(target)
     policy = one(documents, "NetworkPolicy")["spec"]
     selector = one(documents, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert policy["podSelector"]["matchLabels"] == selector
+    assert policy["podSelector"]["matchLabels"] == selector and selector
+    assert "Ingress" in policy["policyTypes"]
     ports = [{port["port"] for port in rule["ports"]} for rule in policy["ingress"]]
     assert ports == [{"grpc", "http"}, {"metrics"}]
-    # The in-cluster load test's pods carry the labels these rules admit.
     clients, metrics = policy["ingress"]
+    # gRPC/HTTP: only pods with exactly the README's label (any namespace); an empty
+    # matchLabels, or a second peer, would admit every pod.
+    (client_peer,) = clients["from"]
+    assert client_peer["podSelector"]["matchLabels"] == client_labels
+    assert client_peer.get("namespaceSelector", {}) == {}
+    assert set(client_peer) <= {"podSelector", "namespaceSelector"}
+    # metrics: every pod of the monitoring namespace (by its immutable name label), and the
+    # load test's master in this namespace by its own label; no peer without a selector.
+    namespace_peer, reader_peer = metrics["from"]
+    assert namespace_peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitoring}}
+    }
+    assert set(reader_peer) == {"podSelector"}
+    reader_labels = reader_peer["podSelector"]["matchLabels"]
+    assert reader_labels and all(value == "true" for value in reader_labels.values())
+    assert reader_labels.keys().isdisjoint(client_labels)
+    # The in-cluster load test's pods carry the labels these rules admit.
     master = next(
         d for d in render(LOADTEST) if d["metadata"]["name"] == "tvision-loadtest-master"
         and d["kind"] == "Job"
     )["spec"]["template"]["metadata"]["labels"]  # fmt: skip
-    assert clients["from"][0]["podSelector"]["matchLabels"].items() <= master.items()
-    assert metrics["from"][1]["podSelector"]["matchLabels"].items() <= master.items()
+    assert client_labels.items() <= master.items()
+    assert reader_labels.items() <= master.items()
 
 
 def _edge(documents: list[dict]) -> dict:
