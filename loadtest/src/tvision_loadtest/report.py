@@ -163,6 +163,25 @@ def render_html(
     ensemble: str = "",
     server_note: str = "",
 ) -> str:
+    """The whole page: the verdict, the run, its course over time, the server's side."""
+    sections = [
+        *_verdict_section(verdict),
+        *_run_section(run, host, command),
+        *_over_time_section(samples),
+        *_server_section(server, ensemble, server_note),
+    ]
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>tvision load test: {verdict.word}</title><style>{_CSS}</style></head><body>"
+        f"<h1>tvision load test</h1><p class=when>{created}</p>"
+        + "".join(sections)
+        + "</body></html>"
+    )
+
+
+def _verdict_section(verdict: Verdict) -> list[str]:
+    """The coloured headline, then each objective (or why none was judged)."""
     passed = verdict.exit_code == EXIT_PASSED
     colour = "#%02x%02x%02x" % (PASS_COLOUR if passed else FAIL_COLOUR)
     headline = f"Release gate {verdict.word}"
@@ -179,10 +198,16 @@ def render_html(
         )
     else:
         table = f"<p>{html.escape(verdict.reason)}</p>"
-    sections = [
+    return [
         f'<div class=verdict style="background:{colour}">{headline} '
         f"(exit {verdict.exit_code})</div>",
         table,
+    ]
+
+
+def _run_section(run: RunSummary, host: str, command: str) -> list[str]:
+    """What was run, against what, and its totals."""
+    return [
         "<h2>Run</h2>",
         _facts(
             {
@@ -199,87 +224,79 @@ def render_html(
             }
         ),
     ]
-    if samples:
-        sections.append("<h2>Over time</h2>")
-        sections.append(
-            _img(
-                line_chart(
-                    "Throughput",
-                    "seconds",
-                    "req/s",
-                    {
-                        "throughput": [(s.elapsed_s, s.rps) for s in samples],
-                        "users": [(s.elapsed_s, float(s.users)) for s in samples],
-                    },
-                )
-            )
-        )
-        sections.append(
-            _img(
-                line_chart(
-                    "Latency percentiles (last seconds)",
-                    "seconds",
-                    "ms",
-                    {
-                        "p50": [(s.elapsed_s, s.p50_ms) for s in samples],
-                        "p95": [(s.elapsed_s, s.p95_ms) for s in samples],
-                        "p99": [(s.elapsed_s, s.p99_ms) for s in samples],
-                    },
-                )
-            )
-        )
-        by_users = throughput_by_users(samples)
-        if len(by_users) > 1:
-            sections.append(
-                _img(
-                    line_chart(
-                        "Throughput against users",
-                        "users",
-                        "req/s",
-                        {"throughput": by_users},
-                        markers=True,
-                    )
-                )
-            )
-    sections.append("<h2>Server side (Triton metrics, during the run)</h2>")
-    composing = [m for m in server or () if m.model != ensemble]
-    if server and composing:
-        sections.append(
-            _img(
-                bar_chart(
-                    "Time per request in each composing model",
-                    "ms",
-                    {
-                        m.model: {
-                            "queue": m.queue_ms_per_request,
-                            "compute": m.compute_ms_per_request,
-                        }
-                        for m in composing
-                    },
-                )
-            )
-        )
-        rows = "".join(
-            f"<tr><td>{html.escape(m.model)}{_ENSEMBLE_NOTE if m.model == ensemble else ''}"
-            f"</td><td>{m.requests}</td><td>{m.failures}</td>"
-            f"<td>{m.queue_ms_per_request:.2f}</td><td>{m.compute_ms_per_request:.2f}</td>"
-            f"<td>{m.mean_batch_size:.2f}</td></tr>"
-            for m in server
-        )
-        sections.append(
-            "<table><tr><th>model</th><th>requests</th><th>failed</th><th>queue ms/req</th>"
-            f"<th>compute ms/req</th><th>mean batch executed</th></tr>{rows}</table>"
-        )
-    else:
-        sections.append(f"<p>{html.escape(server_note or 'No metrics URL was given.')}</p>")
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>tvision load test: {verdict.word}</title><style>{_CSS}</style></head><body>"
-        f"<h1>tvision load test</h1><p class=when>{created}</p>"
-        + "".join(sections)
-        + "</body></html>"
+
+
+def _over_time_section(samples: Sequence[Sample]) -> list[str]:
+    """Throughput and latency charts over the run; throughput against users for a ramp."""
+    if not samples:
+        return []
+    throughput = line_chart(
+        "Throughput",
+        "seconds",
+        "req/s",
+        {
+            "throughput": [(s.elapsed_s, s.rps) for s in samples],
+            "users": [(s.elapsed_s, float(s.users)) for s in samples],
+        },
     )
+    latency = line_chart(
+        "Latency percentiles (last seconds)",
+        "seconds",
+        "ms",
+        {
+            "p50": [(s.elapsed_s, s.p50_ms) for s in samples],
+            "p95": [(s.elapsed_s, s.p95_ms) for s in samples],
+            "p99": [(s.elapsed_s, s.p99_ms) for s in samples],
+        },
+    )
+    section = ["<h2>Over time</h2>", _img(throughput), _img(latency)]
+    by_users = throughput_by_users(samples)
+    if len(by_users) > 1:
+        section.append(
+            _img(
+                line_chart(
+                    "Throughput against users",
+                    "users",
+                    "req/s",
+                    {"throughput": by_users},
+                    markers=True,
+                )
+            )
+        )
+    return section
+
+
+def _server_section(
+    server: Sequence[ModelLoad] | None, ensemble: str, server_note: str
+) -> list[str]:
+    """Each composing model's queue and compute time per request, from Triton's metrics,
+    or the note saying why there are none."""
+    section = ["<h2>Server side (Triton metrics, during the run)</h2>"]
+    composing = [m for m in server or () if m.model != ensemble]
+    if not (server and composing):
+        section.append(f"<p>{html.escape(server_note or 'No metrics URL was given.')}</p>")
+        return section
+    chart = bar_chart(
+        "Time per request in each composing model",
+        "ms",
+        {
+            m.model: {"queue": m.queue_ms_per_request, "compute": m.compute_ms_per_request}
+            for m in composing
+        },
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(m.model)}{_ENSEMBLE_NOTE if m.model == ensemble else ''}"
+        f"</td><td>{m.requests}</td><td>{m.failures}</td>"
+        f"<td>{m.queue_ms_per_request:.2f}</td><td>{m.compute_ms_per_request:.2f}</td>"
+        f"<td>{m.mean_batch_size:.2f}</td></tr>"
+        for m in server
+    )
+    section.append(_img(chart))
+    section.append(
+        "<table><tr><th>model</th><th>requests</th><th>failed</th><th>queue ms/req</th>"
+        f"<th>compute ms/req</th><th>mean batch executed</th></tr>{rows}</table>"
+    )
+    return section
 
 
 def _facts(facts: dict[str, str]) -> str:
