@@ -164,6 +164,29 @@ def test_autoscaled_overlays_leave_replicas_to_the_autoscaler(target) -> None:
     assert hpa["spec"]["minReplicas"] >= 2
 
 
+@pytest.mark.parametrize("target", AUTOSCALED)
+def test_the_autoscaler_targets_the_readmes_queue_time_between_its_pod_counts(target) -> None:
+    """README: "The target is 20 ms per request, between 2 and 10 pods." The metric is in
+    microseconds (`tvision_queue_us_per_request`), so 20 ms is an averageValue of 20000."""
+    import re
+
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    promise = re.search(r"The target is (\d+) ms per request, between (\d+) and (\d+) pods", readme)
+    assert promise, "the README's scaling target sentence"
+    target_ms, min_pods, max_pods = (int(group) for group in promise.groups())
+    spec = one(render(target), "HorizontalPodAutoscaler")["spec"]
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"].endswith("_us_per_request")
+    assert metric["pods"]["target"] == {
+        "type": "AverageValue",
+        "averageValue": str(target_ms * 1000),
+    }
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (min_pods, max_pods)
+
+
 def test_prod_runs_on_gpus_with_monitoring() -> None:
     documents = render("overlays/prod")
     container = triton_container(documents)
