@@ -1,0 +1,6 @@
+"""The clients' default arguments: one value each, used by ``Client`` and ``AsyncClient``."""
+
+DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_CONCURRENCY = 16
