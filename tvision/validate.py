@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tvision_client import IMAGE_SUFFIXES
 from tvision_export.repository import ModelNames
 from tvision_export.spec import ModelSpec, PreprocessSpec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # The fidelity bound: the shipped decode strategy meets it on the broad photo set
 # (``tvision fidelity``, README), so a default export passes validate's defaults.
 DEFAULT_MAX_PROBABILITY_DIFF = 0.05

@@ -6,8 +6,10 @@ copies this file beside each Triton model it writes (it runs inside Triton, wher
 ``tvision_export`` package is not installed), so this module imports nothing but the
 standard library.
 
-The SDK holds no copy: it reads tensor names and limits from the server's model metadata
-and config at run time (``Client.model_info``), so it never imports the exporter.
+The SDK never imports the exporter: it reads tensor names and limits from the server's
+model metadata and config at run time (``Client.model_info``). It holds one name of this
+contract, ``PARAM_MAX_IMAGE_BYTES``, to know which advertised limit bounds an image it is
+about to send; ``tests/export/test_sdk_agreement.py`` ties its copy to this one.
 """
 
 from __future__ import annotations

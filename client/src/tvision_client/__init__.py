@@ -10,6 +10,7 @@ Example::
 """
 
 from tvision_client._async import AsyncClient
+from tvision_client._core.defaults import DEFAULT_MODEL
 from tvision_client._errors import (
     AuthenticationError,
     ClientError,
@@ -22,6 +23,7 @@ from tvision_client._errors import (
     ServerError,
     UnavailableError,
 )
+from tvision_client._images import IMAGE_SUFFIXES
 from tvision_client._sync import Client
 from tvision_client._types import (
     NO_RETRY,
@@ -34,6 +36,8 @@ from tvision_client._types import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "IMAGE_SUFFIXES",
     "NO_RETRY",
     "AsyncClient",
     "AuthenticationError",

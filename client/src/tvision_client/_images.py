@@ -9,6 +9,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tvision_client._errors import InvalidImageError
 
+# The file suffixes (lower case) of the image files that tools on the SDK pick from a
+# directory to send: the formats the server decodes.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     from PIL import Image
