@@ -22,9 +22,6 @@ ROOT = K8S_DIR.parent
 # Imports that the image need not install, and why.
 PROVIDED = {
     "triton_python_backend_utils": "Triton's python backend provides it",
-    # preprocess.py falls back to the package only when run in-process without contract.py
-    # beside it; the exporter always copies contract.py beside each model (checked below).
-    "tvision_export": "unreachable in a repository",
 }
 
 
@@ -89,7 +86,7 @@ def test_the_image_installs_every_package_the_models_import(repositories) -> Non
         imports = _third_party_imports(repository)
         assert imports, f"no python models in the {target} repository"
         for model_file, modules in imports.items():
-            # The in-process fallback stays unreachable: contract.py is beside each model.
+            # Each model imports `from . import contract`: the copy beside it.
             assert (repository / model_file).with_name("contract.py").exists(), model_file
             for module in modules:
                 (distribution, *_) = distributions.get(module, [module])

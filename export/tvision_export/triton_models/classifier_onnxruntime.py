@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
 
-# The exporter copies contract.py beside this file; Triton runs it from this directory.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import contract
+from . import contract  # the copy beside this file in a repository (see __init__.py)
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils as pb_utils  # Triton's, only inside Triton
+
+        self.pb_utils = pb_utils
         model_config = json.loads(args["model_config"])
         parameters = contract.parameters_of(model_config)
         options = ort.SessionOptions()
@@ -44,6 +43,7 @@ class TritonPythonModel:
         self.output_name = model_config["output"][0]["name"]
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        pb_utils = self.pb_utils
         inputs = [
             pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             for request in requests

@@ -9,19 +9,16 @@ unchanged, to the batched preprocessing model.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Any
 
-# The exporter copies contract.py beside this file; Triton runs it from this directory.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import contract
+from . import contract  # the copy beside this file in a repository (see __init__.py)
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.pb_utils = importlib.import_module("triton_python_backend_utils")
+        import triton_python_backend_utils as pb_utils  # Triton's, only inside Triton
+
+        self.pb_utils = pb_utils
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb_utils = self.pb_utils

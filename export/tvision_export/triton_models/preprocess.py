@@ -21,12 +21,8 @@ Why it is fast (see the README's Performance section for the measurements):
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import io
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,21 +33,7 @@ try:  # libjpeg-turbo in strict mode, for damaged JPEG data (see _check_jpeg_dat
 except ImportError:  # pragma: no cover - only a repository exported without strict checks
     simplejpeg = None
 
-
-def _load_contract() -> ModuleType:
-    """The names shared with the exporter: the copy beside this file inside a model
-    repository, or the installed package's module outside Triton."""
-    beside = Path(__file__).with_name("contract.py")
-    if beside.is_file():
-        spec = importlib.util.spec_from_file_location("tvision_contract", beside)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module("tvision_export.contract")
-
-
-contract = _load_contract()
+from . import contract  # the copy beside this file in a repository (see __init__.py)
 
 # Pillow's own bomb check warns or raises at its own thresholds; ours is explicit below.
 Image.MAX_IMAGE_PIXELS = None
@@ -151,6 +133,36 @@ class ImagePreprocessor:
             ImageRejected: as for ``decode``.
         """
         where = f"image {position}"
+        image = self._open_checked(data, where)
+        width, height = image.size
+        if image.format in _JPEG_FORMATS:
+            if self.strict_jpeg:
+                _check_jpeg_data(bytes(data), where)
+            reduction = self.jpeg_reduction(width, height)
+            if reduction > 1:
+                # Pillow picks the largest power of two that keeps the decoded size at or
+                # above the request; asking for floor(size / reduction) yields exactly
+                # ``reduction`` (a ceil here would silently skip it, e.g. at 683x512).
+                image.draft("RGB", (width // reduction, height // reduction))
+        try:
+            image.load()
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected(
+                f"{where}: corrupt or truncated {image.format} data: {exc}"
+            ) from exc
+        # The size the reference sees: the full-resolution image, upright.
+        upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
+        return image, upright
+
+    def _open_checked(self, data: Any, where: str) -> Image.Image:
+        """Open an image from its header, checking its size, format and pixel count.
+
+        Raises:
+            ImageRejected: as for ``decode``.
+        """
         if not isinstance(data, (bytes, bytearray)):
             raise ImageRejected(f"{where}: expected encoded image bytes, got {type(data).__name__}")
         if len(data) == 0:
@@ -183,27 +195,7 @@ class ImagePreprocessor:
             )
         if width < 1 or height < 1:
             raise ImageRejected(f"{where}: image has no pixels ({width}x{height})")
-        if image.format in _JPEG_FORMATS:
-            if self.strict_jpeg:
-                _check_jpeg_data(bytes(data), where)
-            reduction = self.jpeg_reduction(width, height)
-            if reduction > 1:
-                # Pillow picks the largest power of two that keeps the decoded size at or
-                # above the request; asking for floor(size / reduction) yields exactly
-                # ``reduction`` (a ceil here would silently skip it, e.g. at 683x512).
-                image.draft("RGB", (width // reduction, height // reduction))
-        try:
-            image.load()
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageRejected(
-                f"{where}: corrupt or truncated {image.format} data: {exc}"
-            ) from exc
-        # The size the reference sees: the full-resolution image, upright.
-        upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
-        return image, upright
+        return image
 
     def check_request_budget(self, items: Any) -> None:
         """Reject a request whose images hold more pixels in all than the budget, from
@@ -322,8 +314,9 @@ def preprocessor_from_config(model_config: dict[str, Any]) -> ImagePreprocessor:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        # Imported here so that ImagePreprocessor can be used outside Triton.
-        self.pb_utils = importlib.import_module("triton_python_backend_utils")
+        import triton_python_backend_utils as pb_utils  # Triton's, only inside Triton
+
+        self.pb_utils = pb_utils
         model_config = json.loads(args["model_config"])
         self.preprocessor = preprocessor_from_config(model_config)
         self.input_name = contract.ENSEMBLE_INPUT
