@@ -54,7 +54,11 @@ class StoreError(Exception):
 
 
 def is_remote(location: str | os.PathLike[str]) -> bool:
-    return str(location).startswith("s3://")
+    """True for a repository in an object store, as Triton's ``--model-repository`` spells
+    one (``s3://``, ``gs://``, ``as://``), never a path on this machine: the one definition
+    the server and the commands use. Snapshots (push, verify, list) are S3 only:
+    ``StoreLocation.parse`` refuses the other two with a StoreError that names the URI."""
+    return str(location).startswith(("s3://", "gs://", "as://"))
 
 
 @dataclass(frozen=True)
