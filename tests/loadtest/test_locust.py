@@ -190,10 +190,13 @@ for name in ("tvision_export", "torch", "onnx", "tvision"):
     sys.modules[name] = None
 import runpy
 locustfile = runpy.run_path({str(LOCUSTFILE)!r})
-print("bundled", len(locustfile["load_images"](locustfile["BUNDLED_IMAGES"].as_posix())))
-print("mix", sorted(locustfile["image_mix"](locustfile["BUNDLED_IMAGES"].as_posix()).values())[0])
+# What Locust runs: the concrete User classes in the locustfile's namespace.
+print("users", sorted(k for k, v in locustfile.items() if getattr(v, "abstract", True) is False))
+from tvision_loadtest import BUNDLED_IMAGES, images
+print("bundled", len(images.load_images(BUNDLED_IMAGES.as_posix())))
+print("mix", sorted(images.image_mix(BUNDLED_IMAGES.as_posix()).values())[0])
 try:
-    locustfile["load_images"]({str(tmp_path / "*.jpg")!r})
+    images.load_images({str(tmp_path / "*.jpg")!r})
 except FileNotFoundError as exc:
     print("missing:", exc)
 """
@@ -201,6 +204,7 @@ except FileNotFoundError as exc:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "users ['ClassifyUser']" in completed.stdout
     assert "bundled 4" in completed.stdout
     assert "mix JPEG 640x480," in completed.stdout
     assert "missing: no images (.jpg, .jpeg, .png, .webp, .bmp) found at" in completed.stdout
