@@ -9,13 +9,12 @@ node appended in the repository's copy, so every served score is a probability.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from tvision_export.configs import ServingOptions
 from tvision_export.contract import MODEL_ONNX_FILE, OutputKind
 from tvision_export.exporter import validation_photo, warmup_image
 from tvision_export.onnx_export import (
@@ -27,6 +26,7 @@ from tvision_export.onnx_export import (
     validate_onnx,
     validation_inputs,
 )
+from tvision_export.configs import ServingOptions
 from tvision_export.repository import ClassifierSource, WrittenVersion, write_version
 from tvision_export.spec import PreprocessSpec, ValidationSpec
 
@@ -169,26 +169,9 @@ def import_onnx(
             repository's copy does not reproduce the original.
         OSError: the repository cannot be written; earlier versions stay intact.
     """
-    from dataclasses import replace
-
     info = inspect_onnx(onnx_path)
-    labels = [line for line in labels_path.read_text(encoding="utf-8").splitlines() if line]
-    if len(labels) != info.num_classes:
-        raise OnnxImportError(
-            f"{labels_path.name} has {len(labels)} labels but the model outputs "
-            f"{info.num_classes} classes"
-        )
-    for size, axis in ((info.height, "height"), (info.width, "width")):
-        if size is not None and size != preprocess.crop_px:
-            raise OnnxImportError(
-                f"the model's input {axis} is fixed at {size} but the crop is "
-                f"{preprocess.crop_px}; pass --crop-px {size}"
-            )
-    if preprocess.layout != info.layout:
-        preprocess = replace(preprocess, layout=info.layout)
-    if info.batch_fixed_at_one:
-        # One image per execution: Triton still queues requests, it cannot batch them.
-        options = replace(options, max_batch_size=1, preferred_batch_sizes=(1,))
+    labels = _labels_for(labels_path, info)
+    preprocess, options = _fitted_to(info, preprocess, options)
     with tempfile.TemporaryDirectory(prefix="tvision-import-") as work_dir:
         prepared = Path(work_dir) / MODEL_ONNX_FILE
         served_output = prepare_for_serving(onnx_path, prepared, outputs)
@@ -212,3 +195,41 @@ def import_onnx(
             warmup_image=warmup_image(),
         )
         return write_version(repository, name, source, options), report
+
+
+def _labels_for(labels_path: Path, info: OnnxClassifierInfo) -> list[str]:
+    """The labels file's non-empty lines, one per class the model outputs.
+
+    Raises:
+        OnnxImportError: the counts differ.
+    """
+    labels = [line for line in labels_path.read_text(encoding="utf-8").splitlines() if line]
+    if len(labels) != info.num_classes:
+        raise OnnxImportError(
+            f"{labels_path.name} has {len(labels)} labels but the model outputs "
+            f"{info.num_classes} classes"
+        )
+    return labels
+
+
+def _fitted_to(
+    info: OnnxClassifierInfo, preprocess: PreprocessSpec, options: ServingOptions
+) -> tuple[PreprocessSpec, ServingOptions]:
+    """The preprocessing and serving options, fitted to the model's input: its layout, and
+    one image per execution if its batch is fixed at one.
+
+    Raises:
+        OnnxImportError: the model's fixed input size is not the crop.
+    """
+    for size, axis in ((info.height, "height"), (info.width, "width")):
+        if size is not None and size != preprocess.crop_px:
+            raise OnnxImportError(
+                f"the model's input {axis} is fixed at {size} but the crop is "
+                f"{preprocess.crop_px}; pass --crop-px {size}"
+            )
+    if preprocess.layout != info.layout:
+        preprocess = replace(preprocess, layout=info.layout)
+    if info.batch_fixed_at_one:
+        # One image per execution: Triton still queues requests, it cannot batch them.
+        options = replace(options, max_batch_size=1, preferred_batch_sizes=(1,))
+    return preprocess, options

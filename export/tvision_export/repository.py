@@ -148,78 +148,108 @@ def write_version(
     """
     names = ModelNames.for_model(name)
     version = next_version(repository, names)
-    num_classes = len(source.labels)
-    rendered = {
-        names.ensemble: configs.render(
-            configs.ensemble_config(
-                names.ensemble,
-                names.intake,
-                names.preprocess,
-                names.classifier,
-                source.onnx_input,
-                source.onnx_output,
-                num_classes,
-                options,
-            )
-        ),
-        names.intake: configs.render(configs.intake_config(names.intake, options)),
-        names.preprocess: configs.render(
-            configs.preprocess_config(
-                names.preprocess, source.preprocess_spec_json, source.input_dims, options
-            )
-        ),
-        names.classifier: configs.render(
-            configs.classifier_config(
-                names.classifier,
-                source.onnx_input,
-                source.onnx_output,
-                source.input_dims,
-                num_classes,
-                options,
-            )
-        ),
-    }
+    rendered = _rendered_configs(names, source, options)
     if not source.warmup_image:
         raise ValueError("the model source needs a warmup image (an encoded photo)")
 
     with _staging_dir(repository) as staging:
-        for model_name, config_text in rendered.items():
-            (staging / model_name / str(version)).mkdir(parents=True)
-            (staging / model_name / contract.CONFIG_FILE).write_text(config_text, encoding="utf-8")
-        for model_name in (names.ensemble, names.classifier):
-            write_labels(source.labels, staging / model_name / contract.LABELS_FILE)
-        warmup_dir = staging / names.preprocess / contract.WARMUP_DIR
-        warmup_dir.mkdir()
-        (warmup_dir / contract.WARMUP_IMAGE_FILE).write_bytes(
-            _serialized_bytes_element(source.warmup_image)
-        )
-        python_models = {names.intake: "intake.py", names.preprocess: "preprocess.py"}
-        if options.target == "cpu":
-            python_models[names.classifier] = "classifier_onnxruntime.py"
-        for model_name, source_file in python_models.items():
-            version_dir = staging / model_name / str(version)
-            (version_dir / contract.MODEL_PY_FILE).write_text(
-                _triton_model_source(source_file), encoding="utf-8"
-            )
-            shutil.copyfile(_contract_source(), version_dir / contract.CONTRACT_FILE)
+        _stage_configs_and_labels(staging, version, rendered, names, source.labels)
+        _stage_warmup(staging / names.preprocess, source.warmup_image)
+        _stage_python_models(staging, version, names, options)
         classifier_version = staging / names.classifier / str(version)
         shutil.copyfile(source.onnx_path, classifier_version / contract.MODEL_ONNX_FILE)
-
-        files = {
-            path.relative_to(staging).as_posix(): sha256_of(path)
-            for path in sorted(staging.rglob("*"))
-            if path.is_file()
-        }
-        manifest = {
-            "model": name,
-            "version": version,
-            "target": options.target,
-            "files": files,
-        }
-        manifest_path = staging / names.ensemble / str(version) / contract.MANIFEST_FILE
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        files = _stage_manifest(staging, name, version, names, options)
         _move_into_place(staging, repository, names, version)
     return WrittenVersion(names=names, version=version, repository=repository, files=files)
+
+
+def _rendered_configs(
+    names: ModelNames, source: ClassifierSource, options: ServingOptions
+) -> dict[str, str]:
+    """Each model's ``config.pbtxt`` text, by model name."""
+    num_classes = len(source.labels)
+    ensemble = configs.ensemble_config(
+        names.ensemble,
+        names.intake,
+        names.preprocess,
+        names.classifier,
+        source.onnx_input,
+        source.onnx_output,
+        num_classes,
+        options,
+    )
+    preprocess = configs.preprocess_config(
+        names.preprocess, source.preprocess_spec_json, source.input_dims, options
+    )
+    classifier = configs.classifier_config(
+        names.classifier,
+        source.onnx_input,
+        source.onnx_output,
+        source.input_dims,
+        num_classes,
+        options,
+    )
+    return {
+        names.ensemble: configs.render(ensemble),
+        names.intake: configs.render(configs.intake_config(names.intake, options)),
+        names.preprocess: configs.render(preprocess),
+        names.classifier: configs.render(classifier),
+    }
+
+
+def _stage_configs_and_labels(
+    staging: Path, version: int, rendered: dict[str, str], names: ModelNames, labels: list[str]
+) -> None:
+    """Every model's (empty) version directory and config; labels beside the ensemble's
+    and the classifier's."""
+    for model_name, config_text in rendered.items():
+        (staging / model_name / str(version)).mkdir(parents=True)
+        (staging / model_name / contract.CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    for model_name in (names.ensemble, names.classifier):
+        write_labels(labels, staging / model_name / contract.LABELS_FILE)
+
+
+def _stage_warmup(preprocess_dir: Path, warmup_image: bytes) -> None:
+    """The photo the preprocessing model decodes at load, as Triton reads warmup data."""
+    warmup_dir = preprocess_dir / contract.WARMUP_DIR
+    warmup_dir.mkdir()
+    (warmup_dir / contract.WARMUP_IMAGE_FILE).write_bytes(_serialized_bytes_element(warmup_image))
+
+
+def _stage_python_models(
+    staging: Path, version: int, names: ModelNames, options: ServingOptions
+) -> None:
+    """Each python-backend model's ``model.py``, with ``contract.py`` beside it (the models
+    import it as ``from . import contract``)."""
+    python_models = {names.intake: "intake.py", names.preprocess: "preprocess.py"}
+    if options.target == "cpu":
+        python_models[names.classifier] = "classifier_onnxruntime.py"
+    for model_name, source_file in python_models.items():
+        version_dir = staging / model_name / str(version)
+        (version_dir / contract.MODEL_PY_FILE).write_text(
+            _triton_model_source(source_file), encoding="utf-8"
+        )
+        shutil.copyfile(_contract_source(), version_dir / contract.CONTRACT_FILE)
+
+
+def _stage_manifest(
+    staging: Path, name: str, version: int, names: ModelNames, options: ServingOptions
+) -> dict[str, str]:
+    """Hash every staged file into the ensemble's manifest; return the hashes."""
+    files = {
+        path.relative_to(staging).as_posix(): sha256_of(path)
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    }
+    manifest = {
+        "model": name,
+        "version": version,
+        "target": options.target,
+        "files": files,
+    }
+    manifest_path = staging / names.ensemble / str(version) / contract.MANIFEST_FILE
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return files
 
 
 def _move_into_place(staging: Path, repository: Path, names: ModelNames, version: int) -> None:
