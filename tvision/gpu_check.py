@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tvision.server import restricted_api_args
+from tvision.server.security import restricted_api_args
 
 if TYPE_CHECKING:  # pragma: no cover
     from tvision.bench.report import RunResult
@@ -191,7 +191,8 @@ def _server(image: str, url: str | None, repository: Path, container: str) -> Re
     Raises:
         GpuCheckError: the container did not start.
     """
-    from tvision.server import GRPC_ADMIN_KEY_HEADER, ServerPorts, new_admin_key
+    from tvision.server import ServerPorts
+    from tvision.server.security import GRPC_ADMIN_KEY_HEADER, new_admin_key
 
     if url is not None:
         host = url.rsplit(":", 1)[0]

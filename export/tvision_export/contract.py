@@ -70,6 +70,9 @@ PARAM_DECODE = "decode"
 # Classifier model on the cpu target.
 PARAM_INTRA_OP_THREADS = "intra_op_num_threads"
 PARAM_ALLOW_SPINNING = "allow_spinning"
+# Any model, set only by the server's stub watchdog: no model reads it; changing it is what
+# makes Triton reload a model (tvision/server/watchdog.py).
+PARAM_RELOAD = "tvision_reload"
 
 # How JPEGs are decoded, by strategy name: the value is the headroom N of a reduced decode.
 # "exact" decodes at full size, as the reference preprocessing does. "draft-Nx" lets libjpeg

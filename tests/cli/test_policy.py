@@ -16,7 +16,6 @@ from tvision.cli._policy import (
     render_classifications,
     render_snapshots,
     require_directory,
-    served_repository,
 )
 from tvision.edge import EdgeTLS
 from tvision.server import (
@@ -27,6 +26,7 @@ from tvision.server import (
     lockdown_settings,
     triton_tls_args,
 )
+from tvision.server.repository import served_repository
 from tvision_client import Classification, InvalidImageError, Prediction
 from tvision_export import snapshots
 from tvision_export.onnx_import import OnnxClassifierInfo, OnnxImportError

@@ -33,7 +33,6 @@ from tests.k8s.rendering import (
     triton_container,
 )
 from tvision import edge
-from tvision import server as server_module
 from tvision.edge import Edge, EdgeLimits, EdgePorts
 from tvision.server import (
     ADMIN_APIS,
@@ -44,6 +43,7 @@ from tvision.server import (
     TritonServer,
     free_ports,
 )
+from tvision.server.binary import EXEC_WRAPPER
 from tvision_client import Client
 from tvision_export import snapshots
 from tvision_export.samples import sample_photo
@@ -97,7 +97,7 @@ class PodServer:
                 config = config.replace("# user: as started", "user root;")
             pod_edge = EdgePorts(self.ports.grpc, self.ports.http, 0, 0, self.health_port)
             self.edge = Edge(EdgeLimits(), pod_edge, work)
-            self.edge.start(server_module._EXEC_WRAPPER, config=config)
+            self.edge.start(EXEC_WRAPPER, config=config)
         except BaseException:
             self.stop()
             raise

@@ -1,6 +1,7 @@
 """What the commands decide, kept apart from argparse and print so that a unit test reaches
-it (``tests/cli/test_policy.py``): where an export or a served repository lives, how a
-brought ONNX file is sized, and the shapes of what classify and ``repo list`` print.
+it (``tests/cli/test_policy.py``): where an export lives, how a brought ONNX file is
+sized, and the shapes of what classify and ``repo list`` print. Where a served repository
+lives is the server's (``tvision.server.repository.served_repository``).
 
 Each function takes plain values and returns or raises; heavy modules are imported inside.
 """
@@ -34,22 +35,6 @@ def export_destination(repository: str) -> Iterator[tuple[Path, str | None]]:
         return
     with tempfile.TemporaryDirectory(prefix="tvision-export-") as work_dir:
         yield Path(work_dir) / "model_repository", repository
-
-
-def served_repository(repository: str, endpoint_url: str | None) -> str | Path:
-    """A local path, or a complete remote snapshot as Triton's --model-repository spells it.
-
-    Raises:
-        tvision_export.snapshots.StoreError: a remote location that is not a complete
-            snapshot, or a store that cannot be reached.
-    """
-    from tvision_export import snapshots
-
-    if not snapshots.is_remote(repository):
-        return Path(repository)
-    location = snapshots.StoreLocation.parse(repository, endpoint_url)
-    snapshots.require_complete(location)
-    return location.triton_uri()
 
 
 @contextlib.contextmanager

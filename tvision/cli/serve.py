@@ -72,8 +72,9 @@ def _add_lockdown_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tvision.cli._policy import served_repository
-    from tvision.server import ServerError, ServerPorts, TritonServer, lockdown_settings
+    from tvision.server import ServerError, ServerPorts, TritonServer
+    from tvision.server.repository import served_repository
+    from tvision.server.security import lockdown_settings
     from tvision_export.snapshots import StoreError
 
     ports = ServerPorts(grpc=args.grpc_port, http=args.http_port, metrics=args.metrics_port)
