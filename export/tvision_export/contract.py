@@ -28,7 +28,8 @@ INTAKE_OUTPUT = "IMAGE_CHECKED"
 ENSEMBLE_CHECKED = "image"
 # The preprocessing model's output, which the ensemble feeds to the classifier.
 PREPROCESS_OUTPUT = "PIXELS"
-# The ensemble's internal tensor between its two steps.
+# The ensemble's internal tensor between preprocessing and the classifier, the second and
+# third of its three steps (intake, preprocess, classifier).
 ENSEMBLE_PIXELS = "pixels"
 # Tensor names of an ONNX file written by ``tvision export`` (imported files keep theirs).
 ONNX_INPUT = "input"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tvision.bench.images import BenchImage
 from tvision.bench.load import LoadResult, run_closed_loop
@@ -24,6 +24,9 @@ from tvision_export import configs, contract
 from tvision_export.configs import ServingOptions
 from tvision_export.repository import ClassifierSource, ModelNames, WrittenVersion, write_version
 from tvision_export.spec import ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tvision_export.triton_models.preprocess import ImagePreprocessor
 
 LIMIT_BATCH_SIZES = (1, 4, 8, 16)
 TOP_K = 5
@@ -59,7 +62,7 @@ def write_naive_baseline(
     return written
 
 
-def preprocessor(spec: ModelSpec, options: ServingOptions) -> Any:
+def preprocessor(spec: ModelSpec, options: ServingOptions) -> ImagePreprocessor:
     """Exactly the server's image code, built by the model's own reader from the config
     the export writes, so no serving option can be forgotten here."""
     from tvision_export.triton_models.preprocess import preprocessor_from_config
