@@ -27,6 +27,7 @@ from tvision.server import (
     triton_tls_args,
 )
 from tvision.server.repository import served_repository
+from tvision.server.repository import served_repository
 from tvision_client import Classification, InvalidImageError, Prediction
 from tvision_export import snapshots
 from tvision_export.onnx_import import OnnxClassifierInfo, OnnxImportError
@@ -119,6 +120,23 @@ def test_a_served_repository_is_a_path_or_a_complete_snapshot(tmp_path: Path) ->
     assert served_repository(str(tmp_path), None) == tmp_path
     with pytest.raises(snapshots.StoreError, match="names no snapshot"):
         served_repository("s3://models/prod", "http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("location", "remote"),
+    [("s3://models/prod", True), ("gs://models/prod", True), ("as://acct/models", True),
+     ("model_repository", False), ("/srv/s3://odd", False), ("S3://models", False)],
+)  # fmt: skip
+def test_one_definition_of_a_remote_repository(tmp_path: Path, location, remote) -> None:
+    """Triton's object-store prefixes are remote, for the commands and the server alike;
+    the snapshot store itself is S3 only, and says so."""
+    assert snapshots.is_remote(location) is remote
+    server = TritonServer(location)
+    assert server.remote is remote
+    assert isinstance(server.repository, str if remote else Path)
+    if remote and not location.startswith("s3://"):
+        with pytest.raises(snapshots.StoreError, match="is not an s3:// URI"):
+            served_repository(location, None)
 
 
 def test_verify_needs_a_directory_that_exists(tmp_path: Path) -> None:
