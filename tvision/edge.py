@@ -111,38 +111,27 @@ def render_config(
     ``run_as`` names the workers' user when nginx starts as root (it would take "nobody",
     who cannot write the work directory)."""
     listen_host = f"[{address}]" if ":" in address else address
-    grpc_tls = ""
-    grpc_listen = f"listen {listen_host}:{ports.grpc} http2;"
-    if tls is not None:
-        grpc_listen = f"listen {listen_host}:{ports.grpc} ssl http2;"
-        grpc_tls = (
-            f"        ssl_certificate {tls.certificate};\n"
-            f"        ssl_certificate_key {tls.private_key};\n"
-            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
-        )
-        if tls.client_ca is not None:
-            # nginx finishes the handshake, then answers 495/496 as HTTP; a gRPC client
-            # gets UNAUTHENTICATED (16) with the reason instead.
-            grpc_tls += (
-                f"        ssl_client_certificate {tls.client_ca};\n"
-                "        ssl_verify_client on;\n"
-                "        error_page 495 496 = @no_client_certificate;\n"
-                "        location @no_client_certificate {\n"
-                "            default_type application/grpc;\n"
-                "            add_header grpc-status 16 always;\n"
-                '            add_header grpc-message "a client certificate signed by the '
-                "server's CA is required\" always;\n"
-                "            return 204;\n"
-                "        }\n"
-            )
     too_large = (
         f"request body over the limit of {limits.max_request_bytes} bytes that this server "
         "accepts (one image and its framing)"
     )
+    return (
+        _process_and_limits(limits, ports, work_dir, upstream_host, run_as)
+        + _grpc_server(limits, f"{listen_host}:{ports.grpc}", tls, too_large)
+        + _http_server(limits, f"{listen_host}:{ports.http}", too_large)
+        + ("" if ports.health is None else _health_server(listen_host, ports.health))
+        + "}\n"
+    )
+
+
+def _process_and_limits(
+    limits: EdgeLimits, ports: EdgePorts, work_dir: str, upstream_host: str, run_as: str | None
+) -> str:
+    """nginx's process (user, pid file, log, descriptor budget), then the opening of the
+    ``http`` block: temp paths, each client's limits and the two upstreams."""
     # Each proxied connection holds two descriptors (client and Triton), on two ports, and
     # idle connections take one more each until a timeout closes them.
     worker_connections = 4 * limits.max_client_connections + 1024
-    health = "" if ports.health is None else _health_server(listen_host, ports.health)
     return f"""# Written by tvision (tvision/edge.py); see its docstring for each limit's reason.
 {f"user {run_as};" if run_as else "# user: as started"}
 worker_processes 1;
@@ -176,9 +165,14 @@ http {{
         server {upstream_host}:{ports.triton_http};
         keepalive 64;
     }}
-    server {{
-        {grpc_listen}
-{grpc_tls}        limit_conn per_port {limits.max_client_connections};
+"""
+
+
+def _grpc_server(limits: EdgeLimits, listen: str, tls: EdgeTLS | None, too_large: str) -> str:
+    """The gRPC port: HTTP/2, TLS when given, RESOURCE_EXHAUSTED for a body over the limit."""
+    return f"""    server {{
+        listen {listen}{"" if tls is None else " ssl"} http2;
+{_grpc_tls(tls)}        limit_conn per_port {limits.max_client_connections};
         grpc_read_timeout {limits.upstream_timeout_s}s;
         grpc_send_timeout {limits.upstream_timeout_s}s;
         location / {{
@@ -192,8 +186,37 @@ http {{
             return 204;
         }}
     }}
-    server {{
-        listen {listen_host}:{ports.http};
+"""
+
+
+def _grpc_tls(tls: EdgeTLS | None) -> str:
+    """The gRPC server's TLS lines (none without TLS). With a client CA (mutual TLS), nginx
+    answers a bad client as HTTP 495/496; a gRPC client gets UNAUTHENTICATED (16) and why."""
+    if tls is None:
+        return ""
+    lines = f"""        ssl_certificate {tls.certificate};
+        ssl_certificate_key {tls.private_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+"""
+    if tls.client_ca is None:
+        return lines
+    reason = "a client certificate signed by the server's CA is required"
+    return f"""{lines}        ssl_client_certificate {tls.client_ca};
+        ssl_verify_client on;
+        error_page 495 496 = @no_client_certificate;
+        location @no_client_certificate {{
+            default_type application/grpc;
+            add_header grpc-status 16 always;
+            add_header grpc-message "{reason}" always;
+            return 204;
+        }}
+"""
+
+
+def _http_server(limits: EdgeLimits, listen: str, too_large: str) -> str:
+    """The HTTP port: HTTP/1.1 to Triton, a JSON 413 for a body over the limit."""
+    return f"""    server {{
+        listen {listen};
         limit_conn per_port {limits.max_client_connections};
         location / {{
             proxy_pass http://triton_http;
@@ -208,7 +231,6 @@ http {{
             return 413 '{{"error":"{too_large}"}}';
         }}
     }}
-{health}}}
 """
 
 
