@@ -27,7 +27,6 @@ from tvision.server import (
     triton_tls_args,
 )
 from tvision.server.repository import served_repository
-from tvision.server.repository import served_repository
 from tvision_client import Classification, InvalidImageError, Prediction
 from tvision_export import snapshots
 from tvision_export.onnx_import import OnnxClassifierInfo, OnnxImportError
