@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tvision.server import ServerPorts, TritonServer
-from tvision_export.configs import ServingOptions
 from tvision_export.exporter import ExportResult, classifier_source, export_model
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource
 from tvision_export.spec import DEFAULT_SPEC
 

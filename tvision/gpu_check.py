@@ -26,7 +26,7 @@ from tvision.server.security import restricted_api_args
 
 if TYPE_CHECKING:  # pragma: no cover
     from tvision.bench.report import RunResult
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
 
 DEFAULT_IMAGE = "registry.example.com/tvision/tritonserver:26.09-py3-tvision"
 
@@ -153,15 +153,15 @@ def run_gpu_check(
         GpuCheckError: it cannot run here (no GPU, no CUDA ONNX Runtime, no Docker, a
             container that did not start or get ready).
     """
-    from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
+    from tvision_export.options import ServingOptions
     from tvision_export.spec import DEFAULT_SPEC
 
     gpus = require_gpu()
     providers = require_cuda_onnxruntime()
     if url is None and shutil.which("docker") is None:
         raise GpuCheckError("docker is not installed: install it, or start Triton and pass --url")
-    options = ServingOptions.for_target("gpu", fp16=fp16)
+    options = ServingOptions(target="gpu", fp16=fp16)
     with tempfile.TemporaryDirectory(prefix="tvision-gpu-check-") as work_dir:
         repository = Path(work_dir) / "model_repository"
         export = export_model(DEFAULT_SPEC, repository, options)

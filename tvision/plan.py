@@ -13,7 +13,10 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tvision_export.options import Target
 
 # Plan for preprocessing cores this busy at the planned rate, so that bursts queue briefly
 # instead of growing without bound.
@@ -53,15 +56,15 @@ class CapacityPlan:
         return asdict(self)
 
 
-def measure_costs(target: str = "gpu", repeats: int = 3) -> list[ImageCost]:
+def measure_costs(target: Target = "gpu", repeats: int = 3) -> list[ImageCost]:
     """Decode, resize, crop and normalise of each bench image on one core, in ms (best of
     ``repeats``, after one warm-up), exactly as the target's preprocessing model does it."""
     from tvision.bench.images import bench_images
     from tvision.bench.paths import preprocessor
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
     from tvision_export.spec import DEFAULT_SPEC
 
-    pre = preprocessor(DEFAULT_SPEC, ServingOptions.for_target(target))  # type: ignore[arg-type]
+    pre = preprocessor(DEFAULT_SPEC, ServingOptions(target=target))
     costs = []
     for image in bench_images():
         pre.normalise([pre.decode(image.data)])
@@ -127,10 +130,13 @@ def make_plan(
     """Measure the preprocessing cost here and plan each rate.
 
     Raises:
-        ValueError: see ``check_request``; nothing is measured then.
+        ValueError: not a target, or see ``check_request``; nothing is measured then.
     """
+    from tvision_export.options import check_target
+
+    checked = check_target(target)
     check_request(rates, gpu_img_s, max_cores_per_pod)
-    costs = measure_costs(target, repeats)
+    costs = measure_costs(checked, repeats)
     mean_ms = sum(cost.ms_per_image for cost in costs) / len(costs)
     return CapacityPlan(
         target=target, cpu_count=os.cpu_count(), costs=costs, mean_ms_per_image=mean_ms,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
 
 MIB = 1024 * 1024
 # The python backend's first allocation for each instance (shm-default-byte-size).
@@ -81,7 +81,7 @@ def dev_shm_bytes(path: str = "/dev/shm") -> int | None:
 def plan_for_options(
     options: ServingOptions, max_request_bytes: int, tensor_bytes: int, num_classes: int
 ) -> SharedMemoryPlan:
-    """The plan for an export's serving options (``ServingOptions.for_target``)."""
+    """The plan for an export's serving options (``ServingOptions(target=...)``)."""
     return shared_memory_plan(
         max_request_bytes=max_request_bytes,
         max_batch_size=options.max_batch_size,

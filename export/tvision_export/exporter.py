@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvision_export import contract, onnx_export
-from tvision_export.configs import ServingOptions
 from tvision_export.onnx_export import ValidationReport
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource, WrittenVersion, write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import ModelSpec

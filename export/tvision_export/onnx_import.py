@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 
-from tvision_export.configs import ServingOptions
 from tvision_export.contract import MODEL_ONNX_FILE, OutputKind
 from tvision_export.exporter import validation_photo, warmup_image
 from tvision_export.onnx_export import (
@@ -27,6 +26,7 @@ from tvision_export.onnx_export import (
     validate_onnx,
     validation_inputs,
 )
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource, WrittenVersion, write_version
 from tvision_export.spec import PreprocessSpec, ValidationSpec
 

@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from tvision_export import configs, contract
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.spec import write_labels
 
 

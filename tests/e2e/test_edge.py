@@ -64,7 +64,7 @@ def _oversized_request(size_bytes: int) -> service_pb2.ModelInferRequest:
 
 
 def test_the_body_limit_admits_one_image_at_the_models_byte_limit(triton_server) -> None:
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
 
     limit = triton_server.edge_limits
     assert limit is not None

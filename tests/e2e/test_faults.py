@@ -44,7 +44,7 @@ from tvision.server import (
 )
 from tvision_client import AsyncClient, Client, ClientError, InvalidInputError, RetryStats
 from tvision_export import configs, contract
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ModelNames, write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC

@@ -21,7 +21,7 @@ from tvision.gpu_check import (
 )
 from tvision.server import ADMIN_APIS, ADMIN_KEY_HEADER
 from tvision_export import configs
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.spec import DEFAULT_SPEC
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,7 @@ from tests.helpers import ROOT, run_tvision
 from tvision.server import ServerPorts, TritonServer
 from tvision_client import Client
 from tvision_export import snapshots
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC

@@ -307,7 +307,7 @@ def test_overload_is_rejected_fast_with_a_named_reason(default_source, tmp_path)
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
     from tvision_export.repository import write_version
     from tvision_export.spec import DEFAULT_SPEC
 

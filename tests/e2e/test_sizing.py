@@ -7,7 +7,7 @@ import pytest
 from tvision import sizing
 from tvision.edge import EdgeLimits
 from tvision.server import ServerPorts, TritonServer
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 
 MIB = 2**20
 

@@ -20,8 +20,8 @@ from tests.helpers import run_tvision
 from tvision.server import ServerPorts, TritonServer
 from tvision_client import Client
 from tvision_export import configs, contract, repository
-from tvision_export.configs import ServingOptions
 from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
+from tvision_export.options import ServingOptions
 from tvision_export.reference import reference_preprocess
 from tvision_export.repository import ModelNames, write_version
 from tvision_export.samples import sample_photo

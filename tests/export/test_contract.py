@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 
 from tvision_export import configs, contract
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.spec import DEFAULT_SPEC
 from tvision_export.triton_models.preprocess import preprocessor_from_config
 

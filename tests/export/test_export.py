@@ -12,7 +12,6 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
 from tvision_export import configs, contract
-from tvision_export.configs import ServingOptions
 from tvision_export.exporter import ExportResult, validation_photo
 from tvision_export.onnx_export import (
     ExportValidationError,
@@ -21,6 +20,7 @@ from tvision_export.onnx_export import (
     validate_onnx,
     validation_inputs,
 )
+from tvision_export.options import TARGET_DEFAULTS, ServingOptions
 from tvision_export.repository import ClassifierSource, ModelNames, write_version
 from tvision_export.spec import DEFAULT_SPEC, PreprocessSpec
 
@@ -34,7 +34,7 @@ def _configs(repository: Path) -> dict[str, configs.model_config_pb2.ModelConfig
 
 def _gpu_repository(source: ClassifierSource, tmp_path: Path, **overrides: object) -> Path:
     repository = tmp_path / "gpu_repository"
-    options = ServingOptions.for_target("gpu", **overrides)
+    options = ServingOptions(target="gpu", **overrides)
     write_version(repository, DEFAULT_SPEC.name, source, options)
     return repository
 
@@ -195,8 +195,8 @@ def test_gpu_target_uses_onnxruntime_on_gpu_with_batching(default_source, tmp_pa
     assert classifier.platform == "onnxruntime_onnx"
     assert not classifier.backend
     assert classifier.instance_group[0].kind == configs.model_config_pb2.ModelInstanceGroup.KIND_GPU
-    # The gpu target's own defaults (ServingOptions.for_target), not the 2-core cpu ones.
-    gpu_defaults = configs.TARGET_DEFAULTS["gpu"]
+    # The gpu target's own defaults (ServingOptions(target="gpu")), not the 2-core cpu ones.
+    gpu_defaults = TARGET_DEFAULTS["gpu"]
     assert classifier.max_batch_size == gpu_defaults["max_batch_size"]
     assert (
         tuple(classifier.dynamic_batching.preferred_batch_size)
@@ -254,37 +254,6 @@ def test_reference_preprocessing_matches_the_spec_formula() -> None:
     assert pixels.shape == (3, 224, 224)
     expected = [(255 - 127) / 128, 0.0, (0 - 127) / 128]
     assert np.allclose(pixels[:, 100, 100], expected, atol=1e-6)
-
-
-def test_serving_option_assignments_are_typed_like_the_defaults() -> None:
-    parsed = ServingOptions.parse_assignments(
-        ["classifier_instances=1", "allow_spinning=true", "preferred_batch_sizes=8,16"]
-    )
-    assert parsed == {
-        "classifier_instances": 1,
-        "allow_spinning": True,
-        "preferred_batch_sizes": (8, 16),
-    }
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        ServingOptions.parse_assignments(["no_such_option=1"])
-    with pytest.raises(ValueError, match="true or false"):
-        ServingOptions.parse_assignments(["allow_spinning=maybe"])
-
-
-def test_every_serving_option_is_a_cli_flag_with_help() -> None:
-    import argparse
-    from dataclasses import fields
-
-    parser = argparse.ArgumentParser()
-    ServingOptions.add_arguments(parser)
-    flags = {action.dest: action for action in parser._actions if action.dest != "help"}
-    assert set(flags) == {option.name for option in fields(ServingOptions)}
-    assert all(action.help and "default:" in action.help for action in flags.values())
-    parsed = parser.parse_args(["--target", "gpu", "--fp16", "--preferred-batch-sizes", "8,16"])
-    options = ServingOptions.from_arguments(parsed)
-    assert (options.target, options.fp16, options.preferred_batch_sizes) == ("gpu", True, (8, 16))
-    # Unset flags keep the target's defaults.
-    assert options.max_batch_size == ServingOptions.for_target("gpu").max_batch_size
 
 
 def test_an_nhwc_spec_exports_nhwc_and_validates(tmp_path) -> None:

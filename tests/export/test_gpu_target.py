@@ -4,12 +4,13 @@ backend documents it, warmup at every batch size, and the gpu component agreeing
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import pytest
 
 from tests.k8s.rendering import AUTOSCALED, one, render, triton_container
 from tvision_export import configs
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ModelNames, write_version
 from tvision_export.spec import DEFAULT_SPEC
 
@@ -49,7 +50,7 @@ def gpu_configs(
     default_source, tmp_path_factory
 ) -> dict[str, configs.model_config_pb2.ModelConfig]:
     repository = tmp_path_factory.mktemp("gpu") / "model_repository"
-    options = ServingOptions.for_target("gpu", fp16=True)
+    options = ServingOptions(target="gpu", fp16=True)
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     # Strict parsing into ModelConfig: an unknown field fails here.
     return {
@@ -97,19 +98,39 @@ def test_warmup_runs_every_batch_size_the_batcher_executes(gpu_configs) -> None:
     assert len(warmed) >= 3
 
 
+def test_the_gpu_target_gets_its_own_defaults_however_it_is_made() -> None:
+    """``ServingOptions(target="gpu")``, ``tvision bench --set target=gpu`` and ``tvision
+    export --target gpu`` all make the README's gpu target, never the 2-core cpu one."""
+    from tvision.bench.run import bench_options
+    from tvision.cli._options import parse_assignments
+
+    made = {
+        "constructor": ServingOptions(target="gpu"),
+        "bench --set": bench_options(parse_assignments(["target=gpu"])),
+        "export flags": _from_flags(["--target", "gpu"]),
+    }
+    for how, options in made.items():
+        assert {name: getattr(options, name) for name in README_GPU} == README_GPU, how
+    # replace changes only what it is told to: a gpu object stays the gpu defaults.
+    assert replace(ServingOptions(target="gpu"), fp16=True).max_batch_size == 64
+
+
 def test_the_export_flags_give_the_gpu_defaults() -> None:
-    parser = argparse.ArgumentParser()
-    ServingOptions.add_arguments(parser)
-    gpu = ServingOptions.from_arguments(parser.parse_args(["--target", "gpu"]))
-    assert {name: getattr(gpu, name) for name in README_GPU} == README_GPU
-    sized = ServingOptions.from_arguments(
-        parser.parse_args(["--target", "gpu", "--pod-cpus", "16"])
-    )
-    assert sized.preprocess_instances == 15
+    from tvision.bench.run import bench_options
+
+    assert _from_flags(["--target", "gpu", "--pod-cpus", "16"]).preprocess_instances == 15
+    assert bench_options({"target": "gpu", "pod_cpus": 16}).preprocess_instances == 15
     # Given explicitly, a flag wins over the derived value, and cpu keeps its own defaults.
-    given = parser.parse_args(["--target", "gpu", "--preprocess-instances", "3"])
-    assert ServingOptions.from_arguments(given).preprocess_instances == 3
-    assert ServingOptions.from_arguments(parser.parse_args([])) == ServingOptions()
+    assert _from_flags(["--target", "gpu", "--preprocess-instances", "3"]).preprocess_instances == 3
+    assert _from_flags([]) == ServingOptions()
+
+
+def _from_flags(flags: list[str]) -> ServingOptions:
+    from tvision.cli._options import add_serving_arguments, serving_options_from
+
+    parser = argparse.ArgumentParser()
+    add_serving_arguments(parser)
+    return serving_options_from(parser.parse_args(flags))
 
 
 @pytest.mark.parametrize("target", AUTOSCALED)

@@ -19,7 +19,6 @@ from tritonclient.grpc import model_config_pb2
 
 from tests.helpers import ROOT
 from tvision_export import contract
-from tvision_export.options import ServingOptions
 from tvision_export.repository import ModelNames, write_version
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC
@@ -118,9 +117,11 @@ def test_the_exported_preprocessing_applies_each_limit_at_its_number(cpu_reposit
 def test_no_strict_jpeg_accepts_the_damaged_photo_that_the_default_refuses(
     cpu_repository, default_source, tmp_path
 ) -> None:
+    from tvision.cli._options import add_serving_arguments, serving_options_from
+
     parser = argparse.ArgumentParser()
-    ServingOptions.add_arguments(parser)
-    lenient = ServingOptions.from_arguments(parser.parse_args(["--no-strict-jpeg"]))
+    add_serving_arguments(parser)
+    lenient = serving_options_from(parser.parse_args(["--no-strict-jpeg"]))
     repository = tmp_path / "model_repository"
     write_version(repository, DEFAULT_SPEC.name, default_source, lenient)
     damaged = _damaged_photo()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tvision_export import contract
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource, write_version
 from tvision_export.spec import DEFAULT_SPEC
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.k8s.rendering import K8S_DIR
 from tvision_export import configs
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.spec import DEFAULT_SPEC
 

@@ -351,14 +351,14 @@ def test_dev_shm_holds_the_python_backends_worst_case(target) -> None:
     batch of the largest requests the edge admits (tvision.sizing), for the target the
     overlay serves; and the container's memory limit has room for it."""
     from tvision import sizing
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
 
     documents = render(target)
     pod = one(documents, "Deployment")["spec"]["template"]["spec"]
     serves = (
         "gpu" if "nvidia.com/gpu" in triton_container(documents)["resources"]["limits"] else "cpu"
     )
-    options = ServingOptions.for_target(serves)
+    options = ServingOptions(target=serves)
     plan = sizing.plan_for_options(
         options, edge.EdgeLimits().max_request_bytes, tensor_bytes=3 * 224 * 224 * 4,
         num_classes=1000,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tvision.loadtest_run import locust_command
 from tvision.server import ServerPorts, TritonServer
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.spec import DEFAULT_SPEC
 from tvision_loadtest.report import FAIL_COLOUR, PASS_COLOUR

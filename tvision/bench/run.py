@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tvision.bench.defaults import CONCURRENCIES, run_duration_s
 from tvision.bench.images import bench_images
 from tvision.bench.paths import BenchPaths, write_naive_baseline
 from tvision.bench.report import NAIVE_COMPARISON_CONCURRENCY, PATHS, BenchReport, RunResult
 from tvision.server import ServerPorts, TritonServer
 
-CONCURRENCIES = (1, 4, 16, 32)
+if TYPE_CHECKING:  # pragma: no cover
+    from tvision_export.options import ServingOptions
+
 Progress = Callable[[str], None]
 
 
@@ -28,6 +31,18 @@ def check_request(paths: Sequence[str], concurrencies: Sequence[int]) -> None:
             f"--concurrency must include {NAIVE_COMPARISON_CONCURRENCY} "
             "(the naive comparison) when every path runs"
         )
+
+
+def bench_options(overrides: dict[str, Any] | None = None) -> ServingOptions:
+    """The exported options: ``overrides`` (``--set``) on the defaults of their target, so
+    ``target=gpu`` gets the gpu target's defaults and ``pod_cpus`` sizing.
+
+    Raises:
+        ValueError: the combination is not valid.
+    """
+    from tvision_export.options import ServingOptions
+
+    return ServingOptions(**(overrides or {}))
 
 
 def run_benchmark(
@@ -45,13 +60,12 @@ def run_benchmark(
         ServerError: the server did not start with this export (``--set target=gpu``
             here: the embedded server has no onnxruntime backend).
     """
-    from tvision_export.configs import ServingOptions
     from tvision_export.exporter import classifier_source, export_model
     from tvision_export.spec import DEFAULT_SPEC
 
     check_request(paths, concurrencies)
-    duration = duration_s if duration_s is not None else (2.0 if quick else 10.0)
-    options = replace(ServingOptions(), **(overrides or {}))
+    duration = run_duration_s(quick, duration_s)
+    options = bench_options(overrides)
     spec = DEFAULT_SPEC
     images = bench_images()
     results: list[RunResult] = []

@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tvision.bench.defaults import (
+    CONCURRENCIES,
+    DURATION_S,
+    PREPROCESS_REPEATS,
+    QUICK_DURATION_S,
+    SDK_CONCURRENCY,
+    SDK_DURATION_S,
+    SDK_ROUNDS,
+)
+from tvision.bench.report import PATHS
 from tvision.cli._common import (
     Subparsers,
     emit,
@@ -22,8 +32,13 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         "bench", help="served ensemble vs in-process limit, client-side and naive paths"
     )
     parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes)")
-    parser.add_argument("--duration-s", type=float, default=None, help="seconds per run")
-    parser.add_argument("--concurrency", type=int_list, default=(1, 4, 16, 32))
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help=f"seconds per run (default: {DURATION_S:g}; --quick: {QUICK_DURATION_S:g})",
+    )
+    parser.add_argument("--concurrency", type=int_list, default=CONCURRENCIES)
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
     parser.add_argument(
@@ -36,7 +51,7 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--paths",
         type=name_list,
-        default=("limit", "served", "client-side", "naive"),
+        default=PATHS,
         help="comma-separated subset of limit,served,client-side,naive (ratios need all)",
     )
     parser.set_defaults(handler=run_bench)
@@ -44,13 +59,13 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
     preprocess = subparsers.add_parser(
         "bench-preprocess", help="preprocessing cost per image, each speed-up against its baseline"
     )
-    preprocess.add_argument("--repeats", type=positive_int, default=20)
+    preprocess.add_argument("--repeats", type=positive_int, default=PREPROCESS_REPEATS)
     preprocess.set_defaults(handler=run_bench_preprocess)
 
     sdk = subparsers.add_parser("bench-sdk", help="the SDK against raw tritonclient")
-    sdk.add_argument("--concurrency", type=positive_int, default=8)
-    sdk.add_argument("--rounds", type=positive_int, default=3)
-    sdk.add_argument("--duration-s", type=float, default=5.0)
+    sdk.add_argument("--concurrency", type=positive_int, default=SDK_CONCURRENCY)
+    sdk.add_argument("--rounds", type=positive_int, default=SDK_ROUNDS)
+    sdk.add_argument("--duration-s", type=float, default=SDK_DURATION_S)
     sdk.add_argument("--json", type=Path, default=None)
     sdk.set_defaults(handler=run_bench_sdk)
 
@@ -58,11 +73,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from tvision.bench.render import plot, render_table
     from tvision.bench.run import run_benchmark
+    from tvision.cli._options import parse_assignments
     from tvision.server import ServerError
-    from tvision_export.configs import ServingOptions
 
     try:
-        overrides = ServingOptions.parse_assignments(args.set)
+        overrides = parse_assignments(args.set)
         report = run_benchmark(
             quick=args.quick,
             concurrencies=args.concurrency,

@@ -14,12 +14,11 @@ from tvision.cli._common import (
     float_triple,
     positive_int,
 )
+from tvision.cli._options import add_serving_arguments, serving_options_from
 from tvision.exit_codes import EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_OK
 
 
 def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
-    from tvision_export.configs import ServingOptions
-
     parser = subparsers.add_parser("export", help="export a model into a Triton model repository")
     parser.add_argument(
         "--repository",
@@ -32,7 +31,7 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         default=DEFAULT_SPEC,
         help="model spec as module:attribute (default: EfficientNet-Lite0, ImageNet)",
     )
-    ServingOptions.add_arguments(parser.add_argument_group("serving options"))
+    add_serving_arguments(parser.add_argument_group("serving options"))
     byo = parser.add_argument_group(
         "bring your own ONNX", "serve an existing ONNX classifier instead of a spec"
     )
@@ -70,14 +69,13 @@ def run(args: argparse.Namespace) -> int:
 def run_spec(args: argparse.Namespace, repository: Path) -> int:
     from rich.console import Console
 
-    from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
     from tvision_export.onnx_export import ExportValidationError
     from tvision_export.spec import load_spec
 
     console = Console(stderr=True)
     try:
-        options = ServingOptions.from_arguments(args)
+        options = serving_options_from(args)
         spec = load_spec(args.spec)
         with console.status("Starting export") as status:
 
@@ -106,7 +104,6 @@ def run_spec(args: argparse.Namespace, repository: Path) -> int:
 
 def run_import(args: argparse.Namespace, repository: Path) -> int:
     from tvision.cli._policy import import_preprocess
-    from tvision_export.configs import ServingOptions
     from tvision_export.onnx_export import ExportValidationError
     from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
 
@@ -120,7 +117,7 @@ def run_import(args: argparse.Namespace, repository: Path) -> int:
         )  # fmt: skip
         written, report = import_onnx(
             args.onnx, args.labels, args.name, preprocess, args.outputs, repository,
-            ServingOptions.from_arguments(args), **tolerance,
+            serving_options_from(args), **tolerance,
         )  # fmt: skip
     except OnnxImportError as exc:
         # The copy missing the original's scores is a failed check; anything else, the input.
