@@ -84,7 +84,7 @@ $(AWSCLI): | $(INSTALLED)
 # load-test report, and nft for the network-fault rows. Installed when missing and this is
 # root (CI); otherwise the command says what to install.
 SERVE_PACKAGES := nginx
-SYSTEM_PACKAGES := $(SERVE_PACKAGES) prometheus chromium nftables
+SYSTEM_PACKAGES := $(SERVE_PACKAGES) prometheus chromium nftables curl
 define debian_packages
 	@missing=""; for pkg in $(1); do \
 		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
