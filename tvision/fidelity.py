@@ -21,7 +21,6 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 from tvision.validate import COMPARED_CLASSES
 from tvision.validate import DEFAULT_MAX_PROBABILITY_DIFF as MAX_PROBABILITY_DIFF
 from tvision.validate import DEFAULT_MIN_TOP1_AGREEMENT as MIN_TOP1_AGREEMENT
+from tvision_export.samples import bundled_photos, phone_jpeg
 from tvision_export.spec import ModelSpec
 
 OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -41,8 +41,6 @@ OPENCV_PHOTOS = (
     "leuvenA.jpg", "leuvenB.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg",
     "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "starry_night.jpg",
 )  # fmt: skip
-SKIMAGE_PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
-SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 
 # Re-encodings of each photo: short sides seen on the web and from cameras, the sizes where
 # a reduced decode lands exactly on the resize target, and a phone photo stored sideways.
@@ -57,19 +55,21 @@ class FidelityError(Exception):
 
 
 def source_photos(include_opencv: bool = True) -> list[Path]:
-    """The photos the set is built from, in a fixed order."""
-    skimage_dir = Path(str(resources.files("skimage") / "data"))
-    sklearn_dir = Path(str(resources.files("sklearn") / "datasets" / "images"))
-    paths = [skimage_dir / name for name in SKIMAGE_PHOTOS]
-    paths += [sklearn_dir / name for name in SKLEARN_PHOTOS]
+    """The photos the set is built from, in a fixed order: the wheels' (``bundled_photos``),
+    then opencv-doc's.
+
+    Raises:
+        FileNotFoundError: a photo is missing from its wheel.
+    """
+    paths = [photo.path for photo in bundled_photos()]
     if include_opencv and OPENCV_DOC_DATA.is_dir():
         paths += [OPENCV_DOC_DATA / name for name in OPENCV_PHOTOS]
     return [path for path in paths if path.is_file()]
 
 
-def _jpeg(image: Any, **extra: Any) -> bytes:
+def _jpeg(image: Any) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=JPEG_QUALITY, **extra)
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 
@@ -92,11 +92,8 @@ def variants(path: Path, sizes: str = "all") -> dict[str, bytes]:
     for size in EXACT_SIZES_PX:
         out[f"{stem}-{size[0]}x{size[1]}.jpg"] = _jpeg(rgb.resize(size, Image.LANCZOS))
     phone = rgb.resize((PHONE_SIZE_PX[1], PHONE_SIZE_PX[0]), Image.LANCZOS)  # upright portrait
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored rotated; displayed after a 90-degree clockwise turn
-    sideways = phone.transpose(Image.Transpose.ROTATE_90)
-    out[f"{stem}-phone-{PHONE_SIZE_PX[0]}x{PHONE_SIZE_PX[1]}-exif6.jpg"] = _jpeg(
-        sideways, exif=exif
+    out[f"{stem}-phone-{PHONE_SIZE_PX[0]}x{PHONE_SIZE_PX[1]}-exif6.jpg"] = phone_jpeg(
+        phone, JPEG_QUALITY
     )
     buffer = io.BytesIO()
     scale = 600 / min(width, height)

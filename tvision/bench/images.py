@@ -20,16 +20,13 @@ def _encode(path: object, size: tuple[int, int], image_format: str) -> bytes:
     orientation 6, as phone cameras write it (``size`` is then the stored size)."""
     from PIL import Image
 
+    from tvision_export.samples import phone_jpeg
+
     buffer = io.BytesIO()
     rgb = Image.open(path).convert("RGB")  # type: ignore[arg-type]
     if image_format == "PHONE":
-        upright = rgb.resize((size[1], size[0]))
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        upright.transpose(Image.Transpose.ROTATE_90).save(
-            buffer, "JPEG", quality=JPEG_QUALITY, exif=exif
-        )
-    elif image_format == "JPEG":
+        return phone_jpeg(rgb.resize((size[1], size[0])), JPEG_QUALITY)
+    if image_format == "JPEG":
         rgb.resize(size).save(buffer, "JPEG", quality=JPEG_QUALITY)
     else:
         rgb.resize(size).save(buffer, image_format)
