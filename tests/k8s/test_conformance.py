@@ -151,8 +151,11 @@ def _server_for(repository: str) -> PodServer:
     return PodServer(documents, triton)
 
 
-def _probe(server: PodServer, probe: dict[str, Any]) -> int:
-    """The status an httpGet probe would see (the kubelet counts 200-399 as success)."""
+def _probe(server: PodServer, probe: dict[str, Any], documents: list[dict] | None = None) -> int:
+    """The status an httpGet probe would see (the kubelet counts 200-399 as success); for
+    an exec probe, 200 when its command exits 0 and 503 otherwise."""
+    if "exec" in probe:
+        return 200 if exec_probe(server, probe, documents or render("overlays/dev")) == 0 else 503
     get = probe["httpGet"]
     request = urllib.request.Request(f"{server.probe_url(get['port'])}{get['path']}")
     try:
@@ -160,6 +163,41 @@ def _probe(server: PodServer, probe: dict[str, Any]) -> int:
             return int(reply.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def exec_probe(
+    server: PodServer, probe: dict[str, Any], documents: list[dict], wrap: list[str] | None = None
+) -> int:
+    """Run an exec probe's command as the kubelet would in the triton container: the
+    script from the ConfigMap its volume mounts, Triton's HTTP port remapped to the local
+    server's, and the local server's shared-memory region names (the pod's are Triton's
+    default). Returns the exit status; the reason is printed, for the test's log."""
+    import subprocess
+    import sys
+
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in triton_container(documents)["volumeMounts"] if m["name"] == "probe"]
+    scripts = config_map_data(documents, volumes["probe"]["configMap"]["name"])
+    command = list(probe["exec"]["command"])
+    assert command[0] == "python3", command
+    with tempfile.TemporaryDirectory(prefix="tvision-probe-") as here:
+        for name, text in scripts.items():
+            (Path(here) / name).write_text(text)
+        local = [
+            arg.replace(mount["mountPath"], here).replace(
+                f"127.0.0.1:{edge.K8S_EDGE_PORTS.triton_http}",
+                f"127.0.0.1:{server.triton.ports.http}",
+            )
+            for arg in command[1:]
+        ]
+        local += [f"--shm-prefix={server.triton.shm_prefix}"]
+        done = subprocess.run(
+            [*(wrap or []), sys.executable, *local], capture_output=True, text=True, check=False,
+            timeout=probe.get("timeoutSeconds", 1) + 5,
+        )  # fmt: skip
+    print(done.stderr)
+    return done.returncode
 
 
 def _http(server: PodServer, method: str, path: str, headers: dict[str, str]) -> int:
@@ -190,6 +228,21 @@ def test_every_probe_passes_on_a_server_that_can_serve(dev_server) -> None:
     _, container = _rendered_dev()
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert _probe(dev_server, container[probe]) == 200, probe
+
+
+def test_readiness_fails_where_dev_shm_cannot_hold_the_plan(dev_server) -> None:
+    """The same server, its readiness probe run where /dev/shm is a 96 MiB tmpfs (a mount
+    namespace of the test's own, gone with the probe): not ready, though the ensemble is.
+    The pod's own 2Gi (cpu) holds the 1.47 GiB plan, so the probe above passed."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private /dev/shm")
+    documents, container = _rendered_dev()
+    small = [
+        "unshare", "--mount", "sh", "-c",
+        'mount -t tmpfs -o size=96m tmpfs /dev/shm && exec "$@"', "probe",
+    ]  # fmt: skip
+    assert _probe(dev_server, container["readinessProbe"], documents) == 200
+    assert exec_probe(dev_server, container["readinessProbe"], documents, wrap=small) == 1
 
 
 def test_inference_health_metadata_and_config_stay_open(dev_server) -> None:

@@ -67,7 +67,12 @@ def test_probes_ask_the_ensemble_and_are_sized(target) -> None:
     ensemble = ModelNames.for_model(DEFAULT_SPEC.name).ensemble
     ready_path = f"/v2/models/{ensemble}/ready"
     assert container["startupProbe"]["httpGet"]["path"] == ready_path
-    assert container["readinessProbe"]["httpGet"]["path"] == ready_path
+    # Readiness runs tvision/readiness.py (tests/k8s/test_probe.py): the same path, asked
+    # of Triton inside the pod, and the shared memory.
+    readiness_url = next(
+        arg for arg in container["readinessProbe"]["exec"]["command"] if arg.startswith("--url=")
+    )
+    assert readiness_url.endswith(f":{edge.K8S_EDGE_PORTS.triton_http}{ready_path}")
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         # The default timeout (1 s) is shorter than a busy 2-core server takes to answer.
@@ -315,8 +320,10 @@ def test_clients_reach_triton_only_through_the_edge(target) -> None:
     for service in by_kind(documents, "Service"):
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in {"grpc", "http", "metrics"}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert triton[probe]["httpGet"]["port"] == ports.health, probe
+    # Readiness is a command in the pod (it reads /dev/shm), asking Triton on loopback.
+    assert "httpGet" not in triton["readinessProbe"]
     assert front["command"][-1] == "/etc/tvision/edge/nginx.conf"
     mounts = {m["mountPath"] for m in front["volumeMounts"]}
     assert {"/etc/tvision/edge", "/tmp/edge"} <= mounts
