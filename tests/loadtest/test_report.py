@@ -18,6 +18,7 @@ from tvision.server import ServerPorts, TritonServer
 from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.spec import DEFAULT_SPEC
+from tvision_loadtest.gate import load_baseline
 from tvision_loadtest.report import FAIL_COLOUR, PASS_COLOUR
 
 pytestmark = pytest.mark.e2e
@@ -33,11 +34,20 @@ def _run(server: TritonServer, *extra: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def slow_server(default_source, tmp_path_factory) -> Iterator[TritonServer]:
-    """The same model, configured to wait 60 ms for batches of 8 that two users never
-    fill: every request waits at both batched models."""
+def slow_server(default_source, fast_run, tmp_path_factory) -> Iterator[TritonServer]:
+    """The same model, configured to wait for batches of 8 that two users never fill:
+    every request waits the whole delay at both batched models. The delay is the fast
+    run's own p99 (at least 60 ms), so the slow run's latency cannot fall below twice the
+    baseline's p99, whatever else shares the machine: its p99 rises at least +100% (the
+    gate allows +20%), and its throughput, at most two users over two delays, is at most
+    half the baseline's (two users over a mean latency no longer than its p99)."""
+    baseline = load_baseline(fast_run["baseline"])
+    delay_us = max(60_000, round(baseline.p99_ms * 1000))
     repository = tmp_path_factory.mktemp("slow") / "model_repository"
-    options = ServingOptions(target="cpu", max_queue_delay_us=60_000, preferred_batch_sizes=(8,))
+    options = ServingOptions(
+        target="cpu", max_queue_delay_us=delay_us, preferred_batch_sizes=(8,),
+        queue_timeout_us=10 * delay_us,
+    )  # fmt: skip
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     with TritonServer(repository, ServerPorts.free()) as server:
         yield server
