@@ -1,0 +1,76 @@
+"""``tvision serve --health-port`` end to end, through the real CLI: the launcher's own
+``GET /ready`` and ``GET /live`` on the health port (README: "`tvision serve --health-port
+P` answers `GET /ready` with 503 from the death until the reload is done (Triton's own
+`/v2/health/ready` stays 200), and `GET /live`")."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.e2e.test_serve_cli import _processes_serving, _start_serve
+from tvision.server import free_ports
+
+pytestmark = pytest.mark.e2e
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_serve_answers_ready_and_live_on_its_health_port(cpu_repository, tmp_path) -> None:
+    (health_port,) = free_ports(1)
+    serve, repository, ports, output = _start_serve(
+        cpu_repository, tmp_path, "--health-port", str(health_port)
+    )
+    later: list[str] = []
+    try:
+        assert "ready:" in output, output
+        assert serve.stderr is not None
+        after_ready = []  # the ready: block's last lines, then health:
+        while len(after_ready) < 10:
+            after_ready.append(serve.stderr.readline())
+            if after_ready[-1].startswith("health:"):
+                break
+        assert f"health: http://127.0.0.1:{health_port}/ready\n" in after_ready, after_ready
+        drain = threading.Thread(target=lambda: later.extend(serve.stderr), daemon=True)
+        drain.start()
+        health = f"http://127.0.0.1:{health_port}"
+        triton_ready = f"http://127.0.0.1:{ports.http}/v2/health/ready"
+        assert _status(f"{health}/ready") == 200
+        assert _status(f"{health}/live") == 200
+        assert _status(f"{health}/metrics") == 404  # only the two paths
+        # A stub killed for real: /ready says 503 until the reload is done, while Triton's
+        # own readiness stays 200 and the launcher stays live.
+        stub = next(
+            process for process in _processes_serving(repository)
+            if (process.info["cmdline"] or [""])[0].endswith("triton_python_backend_stub")
+        )  # fmt: skip
+        stub.kill()
+        deadline = time.monotonic() + 30
+        while _status(f"{health}/ready") != 503:
+            assert time.monotonic() < deadline, "/ready never said 503 after a stub died"
+            time.sleep(0.05)
+        assert _status(f"{health}/live") == 200
+        assert _status(triton_ready) == 200
+        deadline = time.monotonic() + 90
+        while _status(f"{health}/ready") != 200:
+            assert time.monotonic() < deadline, "/ready stayed 503 after the heal"
+            time.sleep(0.2)
+        assert _status(f"{health}/live") == 200
+    finally:
+        serve.terminate()
+        code = serve.wait(timeout=60)
+    assert code == 0, later
+    # The health endpoint went with the server.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", health_port), timeout=2).close()
