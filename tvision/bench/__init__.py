@@ -1,5 +1,6 @@
 """Benchmarks, one module per job.
 
+- ``defaults``     every benchmark's defaults (durations, concurrencies, top-k);
 - ``images``       the traffic: real photos re-encoded at real sizes;
 - ``load``         a closed-loop load generator;
 - ``server_side``  CPU by server process and batch sizes executed, from the server;

@@ -13,23 +13,24 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from tvision.bench.defaults import TOP_K
 from tvision.bench.images import BenchImage
 from tvision.bench.load import LoadResult, run_closed_loop
 from tvision.bench.report import RunResult
 from tvision.bench.server_side import CpuMeter, difference, executed_batch_sizes
-from tvision.server import TritonServer
 from tvision_export import configs, contract
-from tvision_export.configs import ServingOptions
+from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource, ModelNames, WrittenVersion, write_version
 from tvision_export.spec import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    import subprocess
+
     from tvision_export.triton_models.preprocess import ImagePreprocessor
 
 LIMIT_BATCH_SIZES = (1, 4, 8, 16)
-TOP_K = 5
 NAIVE_SUFFIX = "_naive"
 
 
@@ -73,12 +74,30 @@ def preprocessor(spec: ModelSpec, options: ServingOptions) -> ImagePreprocessor:
     return preprocessor_from_config(config)
 
 
+class BenchServer(Protocol):
+    """What the paths need of a server: ``tvision.server.TritonServer``, or a server this
+    process did not start (``tvision.gpu_check.RemoteServer``)."""
+
+    @property
+    def grpc_url(self) -> str: ...
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server's process, for its CPU time; None when it is not ours to meter."""
+        ...
+
+    @property
+    def admin_grpc_headers(self) -> dict[str, str]:
+        """Metadata the statistics API (an admin API) needs."""
+        ...
+
+
 class BenchPaths:
     """Runs the benchmark paths against one server, with the same images and meters."""
 
     def __init__(
         self,
-        server: TritonServer,
+        server: BenchServer,
         spec: ModelSpec,
         options: ServingOptions,
         images: list[BenchImage],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from tvision.bench.defaults import PREPROCESS_REPEATS
 from tvision.bench.images import bench_images
 from tvision.bench.paths import preprocessor
 from tvision_export.triton_models.preprocess import ImagePreprocessor
@@ -58,9 +59,9 @@ def _time_ms(function: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - started) / repeats * 1000.0
 
 
-def run_preprocess_benchmark(repeats: int = 20) -> PreprocessReport:
+def run_preprocess_benchmark(repeats: int = PREPROCESS_REPEATS) -> PreprocessReport:
     """Milliseconds per image for each preprocessing speed-up and its baseline, in one run."""
-    from tvision_export.configs import ServingOptions
+    from tvision_export.options import ServingOptions
     from tvision_export.spec import DEFAULT_SPEC
 
     options = ServingOptions()

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from tvision.bench.defaults import SDK_CONCURRENCY, SDK_DURATION_S, SDK_ROUNDS, TOP_K
 from tvision.bench.images import BenchImage, bench_images
-from tvision.bench.load import percentile_ms, run_closed_loop
+from tvision.bench.load import LoadResult, percentile_ms, run_closed_loop
 from tvision.server import ServerPorts, TritonServer
 
-TOP_K = 5
 # The SDK may cost at most this much throughput against raw tritonclient.
 SDK_TARGET = 0.97
 
@@ -55,23 +55,18 @@ class SdkReport:
 
 
 def run_sdk_benchmark(
-    concurrency: int = 8,
-    rounds: int = 3,
-    duration_s: float = 5.0,
+    concurrency: int = SDK_CONCURRENCY,
+    rounds: int = SDK_ROUNDS,
+    duration_s: float = SDK_DURATION_S,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> SdkReport:
     """Alternating rounds, so that drift on a shared machine hits both clients alike."""
-    import tritonclient.grpc as grpcclient
-
     from tvision_client import Client
-    from tvision_export import contract
-    from tvision_export.configs import ServingOptions
     from tvision_export.exporter import export_model
+    from tvision_export.options import ServingOptions
     from tvision_export.spec import DEFAULT_SPEC
 
     images = bench_images()
-    rates: dict[str, list[float]] = {"sdk": [], "tritonclient": []}
-    latencies: dict[str, list[float]] = {"sdk": [], "tritonclient": []}
     with tempfile.TemporaryDirectory(prefix="tvision-bench-sdk-") as work_dir:
         repository = Path(work_dir) / "model_repository"
         progress("exporting the model")
@@ -82,50 +77,76 @@ def run_sdk_benchmark(
             Client(server.grpc_url, timeout_s=120) as sdk,
         ):
             sdk.model_info()
-            raw_clients = threading.local()
-
-            def raw_call(image: BenchImage) -> int:
-                client = getattr(raw_clients, "client", None)
-                if client is None:
-                    client = grpcclient.InferenceServerClient(server.grpc_url)
-                    raw_clients.client = client
-                tensor = grpcclient.InferInput(contract.ENSEMBLE_INPUT, [1, 1], "BYTES")
-                tensor.set_data_from_numpy(np.array([[image.data]], dtype=np.object_))
-                output = grpcclient.InferRequestedOutput(
-                    contract.ENSEMBLE_OUTPUT, class_count=TOP_K
-                )
-                client.infer(DEFAULT_SPEC.name, [tensor], outputs=[output], client_timeout=120)
-                return len(image.data)
 
             def sdk_call(image: BenchImage) -> int:
                 sdk.classify(image.data, top_k=TOP_K)
                 return len(image.data)
 
-            run_closed_loop(sdk_call, images, concurrency, 1.0)
-            run_closed_loop(raw_call, images, concurrency, 1.0)
-            for round_number in range(rounds):
-                order = [("sdk", sdk_call), ("tritonclient", raw_call)]
-                if round_number % 2:
-                    order.reverse()
-                for name, call in order:
-                    progress(f"round {round_number + 1}/{rounds}: {name}")
-                    load = run_closed_loop(call, images, concurrency, duration_s)
-                    rates[name].append(load.calls / load.seconds)
-                    latencies[name].extend(load.latencies_s)
+            calls = {"sdk": sdk_call, "tritonclient": _raw_caller(server.grpc_url)}
+            loads = _alternating_rounds(calls, images, concurrency, rounds, duration_s, progress)
     return SdkReport(
         cpu_count=os.cpu_count(),
         concurrency=concurrency,
         rounds=rounds,
         duration_s=duration_s,
-        results={
-            name: ClientRate(
-                images_per_s=statistics.mean(rates[name]),
-                rounds_images_per_s=rates[name],
-                p50_ms=percentile_ms(latencies[name], 0.5),
-                p99_ms=percentile_ms(latencies[name], 0.99),
-            )
-            for name in rates
-        },
+        results={name: _client_rate(rounds_run) for name, rounds_run in loads.items()},
+    )
+
+
+def _raw_caller(grpc_url: str) -> Callable[[BenchImage], int]:
+    """tritonclient's infer on the ensemble, one client per thread, asking for the top k."""
+    import tritonclient.grpc as grpcclient
+
+    from tvision_export import contract
+    from tvision_export.spec import DEFAULT_SPEC
+
+    raw_clients = threading.local()
+
+    def raw_call(image: BenchImage) -> int:
+        client = getattr(raw_clients, "client", None)
+        if client is None:
+            client = grpcclient.InferenceServerClient(grpc_url)
+            raw_clients.client = client
+        tensor = grpcclient.InferInput(contract.ENSEMBLE_INPUT, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[image.data]], dtype=np.object_))
+        output = grpcclient.InferRequestedOutput(contract.ENSEMBLE_OUTPUT, class_count=TOP_K)
+        client.infer(DEFAULT_SPEC.name, [tensor], outputs=[output], client_timeout=120)
+        return len(image.data)
+
+    return raw_call
+
+
+def _alternating_rounds(
+    calls: dict[str, Callable[[BenchImage], int]],
+    images: list[BenchImage],
+    concurrency: int,
+    rounds: int,
+    duration_s: float,
+    progress: Callable[[str], None],
+) -> dict[str, list[LoadResult]]:
+    """One warm-up second for each client, then ``rounds`` rounds of each, the order
+    reversed every other round."""
+    for call in calls.values():
+        run_closed_loop(call, images, concurrency, 1.0)
+    loads: dict[str, list[LoadResult]] = {name: [] for name in calls}
+    for round_number in range(rounds):
+        order = list(calls.items())
+        if round_number % 2:
+            order.reverse()
+        for name, call in order:
+            progress(f"round {round_number + 1}/{rounds}: {name}")
+            loads[name].append(run_closed_loop(call, images, concurrency, duration_s))
+    return loads
+
+
+def _client_rate(loads: list[LoadResult]) -> ClientRate:
+    rates = [load.calls / load.seconds for load in loads]
+    latencies = [latency for load in loads for latency in load.latencies_s]
+    return ClientRate(
+        images_per_s=statistics.mean(rates),
+        rounds_images_per_s=rates,
+        p50_ms=percentile_ms(latencies, 0.5),
+        p99_ms=percentile_ms(latencies, 0.99),
     )
 
 
