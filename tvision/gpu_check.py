@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tvision.server.security import restricted_api_args
 
@@ -76,6 +76,8 @@ def docker_command(
 ) -> list[str]:
     """``docker run`` for the serving image on all GPUs, ports on loopback only, the admin
     APIs behind ``admin_key`` as in every overlay."""
+    from tvision_export.configs import TENSORRT_CACHE_DIR
+
     grpc, http, metrics = ports
     return [
         "docker", "run", "--rm", "--detach", "--name", name, "--gpus", "all",
@@ -84,7 +86,7 @@ def docker_command(
         "-p", f"127.0.0.1:{metrics}:8002",
         "-v", f"{repository.resolve()}:/models:ro",
         # The engine cache the gpu target's config points at, kept beside the repository.
-        "-v", f"{(repository.parent / 'tensorrt-cache').resolve()}:/cache/tensorrt",
+        "-v", f"{(repository.parent / 'tensorrt-cache').resolve()}:{TENSORRT_CACHE_DIR}",
         image, "tritonserver", "--model-repository=/models", "--strict-readiness=true",
         *restricted_api_args(admin_key),
     ]  # fmt: skip
@@ -92,11 +94,12 @@ def docker_command(
 
 @dataclass
 class RemoteServer:
-    """A server this process did not start, as the benchmark paths address one."""
+    """A server this process did not start, as the benchmark paths address one
+    (``tvision.bench.paths.BenchServer``)."""
 
     grpc_url: str
     http_url: str
-    process: Any = None
+    process: subprocess.Popen[bytes] | None = None  # not started here: no process to meter
     notes: list[str] = field(default_factory=list)
     # Statistics are an admin API; a server started with a key needs it here.
     admin_grpc_headers: dict[str, str] = field(default_factory=dict)
@@ -139,6 +142,17 @@ def start_container(command: list[str]) -> None:
         ) from exc
 
 
+@dataclass(frozen=True)
+class GpuCheckReport:
+    """What ``tvision gpu-check`` measured, and where."""
+
+    gpus: str  # as nvidia-smi -L lists them
+    image: str  # the serving image started, or the URL of the Triton given
+    ready_s: float  # from start until the ensemble was ready (engine builds included)
+    options: ServingOptions
+    results: list[RunResult]  # the in-process limit, then served and client-side
+
+
 def run_gpu_check(
     image: str = DEFAULT_IMAGE,
     url: str | None = None,
@@ -146,7 +160,7 @@ def run_gpu_check(
     duration_s: float = 10.0,
     concurrencies: tuple[int, ...] = (16, 64),
     ready_timeout_s: float = 1800.0,
-) -> dict[str, Any]:
+) -> GpuCheckReport:
     """Export the gpu target, serve it (Docker, or the Triton at ``url``), and measure.
 
     Raises:
@@ -176,13 +190,7 @@ def run_gpu_check(
         finally:
             if url is None:
                 subprocess.run(["docker", "stop", container], check=False, capture_output=True)
-    return {
-        "gpus": gpus,
-        "image": image if url is None else url,
-        "ready_s": ready_s,
-        "options": options,
-        "results": results,
-    }
+    return GpuCheckReport(gpus, image if url is None else url, ready_s, options, results)
 
 
 def _server(image: str, url: str | None, repository: Path, container: str) -> RemoteServer:
@@ -224,7 +232,7 @@ def _measure(
     from tvision.bench.paths import BenchPaths
     from tvision_export.spec import DEFAULT_SPEC
 
-    bench = BenchPaths(server, DEFAULT_SPEC, options, bench_images(), duration_s)  # type: ignore[arg-type]
+    bench = BenchPaths(server, DEFAULT_SPEC, options, bench_images(), duration_s)
     results = [bench.limit(classifier_onnx, providers)]
     for concurrency in concurrencies:
         results.append(bench.served(concurrency, DEFAULT_SPEC.name))
@@ -232,13 +240,13 @@ def _measure(
     return results
 
 
-def render_gpu_check(report: dict[str, Any]) -> str:
+def render_gpu_check(report: GpuCheckReport) -> str:
     """Served and client-side throughput side by side with the in-process limit, as ratios."""
-    results = report["results"]
+    results = report.results
     limit = next(r for r in results if r.path == "limit")
     lines = [
-        f"GPUs: {report['gpus']}",
-        f"server: {report['image']} (ready after {report['ready_s']:.0f} s)",
+        f"GPUs: {report.gpus}",
+        f"server: {report.image} (ready after {report.ready_s:.0f} s)",
         f"in-process limit (ONNX Runtime CUDA, same preprocessing): {limit.images_per_s:.0f} img/s",
         "",
         f"{'path':<12} {'callers':>7} {'img/s':>8} {'/limit':>7} {'p99 ms':>8}",

@@ -14,6 +14,7 @@ from tvision.bench.images import bench_images
 from tvision.bench.paths import BenchPaths
 from tvision.gpu_check import (
     GpuCheckError,
+    GpuCheckReport,
     RemoteServer,
     docker_command,
     render_gpu_check,
@@ -87,11 +88,11 @@ def test_the_paths_it_measures_run_against_a_server_it_did_not_start(
         admin_grpc_headers=triton_server.admin_grpc_headers,
     )
     remote.wait_until_ready(DEFAULT_SPEC.name, timeout_s=30)
-    bench = BenchPaths(remote, DEFAULT_SPEC, ServingOptions(), bench_images()[:4], 1.0)  # type: ignore[arg-type]
+    bench = BenchPaths(remote, DEFAULT_SPEC, ServingOptions(), bench_images()[:4], 1.0)
     onnx = Path(cpu_export.written.classifier_onnx)
     results = [bench.limit(onnx, ("CPUExecutionProvider",)), bench.served(2, DEFAULT_SPEC.name)]
     assert all(result.images_per_s > 0 and result.errors == 0 for result in results)
     table = render_gpu_check(
-        {"gpus": "(CPU stand-in)", "image": "session server", "ready_s": 0.0, "results": results}
+        GpuCheckReport("(CPU stand-in)", "session server", 0.0, ServingOptions(), results)
     )
     assert "/limit" in table and "served" in table
