@@ -36,14 +36,18 @@ def test_serve_answers_ready_and_live_on_its_health_port(cpu_repository, tmp_pat
     try:
         assert "ready:" in output, output
         assert serve.stderr is not None
-        after_ready = []  # the ready: block's last lines, then health:
-        while len(after_ready) < 10:
-            after_ready.append(serve.stderr.readline())
-            if after_ready[-1].startswith("health:"):
-                break
-        assert f"health: http://127.0.0.1:{health_port}/ready\n" in after_ready, after_ready
-        drain = threading.Thread(target=lambda: later.extend(serve.stderr), daemon=True)
-        drain.start()
+        stderr = serve.stderr
+
+        def read_the_rest() -> None:
+            for line in stderr:
+                later.append(line)
+
+        threading.Thread(target=read_the_rest, daemon=True).start()
+        expected = f"health: http://127.0.0.1:{health_port}/ready\n"
+        deadline = time.monotonic() + 30  # printed right after the ready: block
+        while expected not in later:
+            assert time.monotonic() < deadline, later
+            time.sleep(0.1)
         health = f"http://127.0.0.1:{health_port}"
         triton_ready = f"http://127.0.0.1:{ports.http}/v2/health/ready"
         assert _status(f"{health}/ready") == 200
