@@ -49,20 +49,3 @@ def http_status(
             return int(reply.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def infer_request(image: bytes) -> object:
-    """A well-formed gRPC request for the default ensemble, built by hand (no SDK, so no
-    retries): one encoded image as a BYTES tensor."""
-    import struct
-
-    from tritonclient.grpc import service_pb2
-
-    from tvision_export import contract
-    from tvision_export.spec import DEFAULT_SPEC
-
-    request = service_pb2.ModelInferRequest(model_name=DEFAULT_SPEC.name)
-    tensor = request.inputs.add(name=contract.ENSEMBLE_INPUT, datatype="BYTES")
-    tensor.shape.extend([1, 1])
-    request.raw_input_contents.append(struct.pack("<I", len(image)) + image)
-    return request

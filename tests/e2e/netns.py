@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.helpers import ROOT
+from tvision.bench.relay import RELAY_SCRIPT
 from tvision.server import process_alive
 
 NETWORK = ipaddress.IPv4Network("10.247.0.0/16")
@@ -58,63 +59,7 @@ finally:
 # each chunk the replica sends back on ``delay_s`` after it arrived (order kept, nothing
 # throttled): one-way latency, as netem on the namespace's veth would add. The kernel here
 # has no netem (CONFIG_NET_SCH_NETEM is not set), so nft redirects the client's gRPC
-# connections to this relay instead.
-RELAY_SCRIPT = """
-import asyncio, ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-listen_port, host, port = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-delay_s = float(sys.argv[5])
-
-async def pump(reader, writer, delay_s):
-    loop = asyncio.get_running_loop()
-    queue = asyncio.Queue()
-    async def read():
-        try:
-            while data := await reader.read(65536):
-                queue.put_nowait((loop.time() + delay_s, data))
-        finally:
-            queue.put_nowait((loop.time() + delay_s, b""))
-    reading = asyncio.ensure_future(read())
-    try:
-        while True:
-            due, data = await queue.get()
-            if due > loop.time():
-                await asyncio.sleep(due - loop.time())
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        reading.cancel()
-        writer.close()
-
-async def handle(client_reader, client_writer):
-    print("connection", flush=True)
-    try:
-        upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
-    except OSError:
-        client_writer.close()
-        return
-    await asyncio.wait(
-        [asyncio.ensure_future(pump(client_reader, upstream_writer, 0.0)),
-         asyncio.ensure_future(pump(upstream_reader, client_writer, delay_s))],
-        return_when=asyncio.FIRST_COMPLETED,
-    )
-    upstream_writer.close()
-    client_writer.close()
-
-async def main():
-    server = await asyncio.start_server(handle, host, listen_port)
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    server.close()
-
-asyncio.run(main())
-"""
+# connections to this relay (tvision.bench.relay.RELAY_SCRIPT) instead.
 
 
 class NetnsError(RuntimeError):

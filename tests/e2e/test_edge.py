@@ -211,3 +211,44 @@ def test_the_config_is_valid_nginx_for_every_shape(tmp_path) -> None:
         )  # fmt: skip
         # Binding is not checked by -t; only the syntax and the files named.
         assert checked.returncode == 0, checked.stderr
+
+
+def _advertised_stream_window(port: int) -> int:
+    """The SETTINGS_INITIAL_WINDOW_SIZE the gRPC port's HTTP/2 server sends, read off the
+    wire: the client preface and an empty SETTINGS frame, then the server's frames."""
+    empty_settings = bytes([0, 0, 0, 0x4, 0, 0, 0, 0, 0])  # length 0, SETTINGS, stream 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + empty_settings)
+        received = b""
+        while True:
+            while len(received) < 9:
+                received += sock.recv(65536) or pytest.fail("the edge closed the connection")
+            length, kind, flags = int.from_bytes(received[:3], "big"), received[3], received[4]
+            while len(received) < 9 + length:
+                received += sock.recv(65536)
+            payload, received = received[9 : 9 + length], received[9 + length :]
+            if kind == 0x4 and not flags & 0x1:  # the server's SETTINGS, not an ACK
+                entries = [payload[i : i + 6] for i in range(0, len(payload), 6)]
+                settings = {
+                    int.from_bytes(e[:2], "big"): int.from_bytes(e[2:], "big") for e in entries
+                }
+                return settings.get(0x4, 65535)  # absent: HTTP/2's default window
+
+
+@pytest.mark.parametrize("window", [EdgeLimits().stream_window_bytes, 128 * 1024])
+def test_the_grpc_port_offers_each_request_the_configured_window(window, tmp_path) -> None:
+    """nginx's own default (64 KiB) costs a large image a round trip per 64 KiB; the edge
+    advertises the window its limits set, read from the HTTP/2 handshake. No upstream is
+    needed for the handshake, so the edge runs alone here."""
+    from tvision.edge import Edge, EdgePorts
+    from tvision.server import EXEC_WRAPPER
+
+    assert EdgeLimits().stream_window_bytes >= 4 * 65536
+    grpc_port, http_port, dead_grpc, dead_http = free_ports(4)
+    ports = EdgePorts(grpc=grpc_port, http=http_port, triton_grpc=dead_grpc, triton_http=dead_http)
+    edge = Edge(EdgeLimits(stream_window_bytes=window), ports, tmp_path / "edge")
+    edge.start(EXEC_WRAPPER)
+    try:
+        assert _advertised_stream_window(grpc_port) == window
+    finally:
+        edge.stop()

@@ -32,7 +32,8 @@ from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.e2e.conftest import FaultRow
-from tests.helpers import ROOT, infer_request
+from tests.helpers import ROOT
+from tvision.bench.edge import infer_request
 from tvision.health import HealthEndpoint
 from tvision.server import (
     SHM_DIR,

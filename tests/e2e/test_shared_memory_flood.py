@@ -26,8 +26,9 @@ import pytest
 from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.helpers import ROOT, infer_request
+from tests.helpers import ROOT
 from tvision import sizing
+from tvision.bench.edge import infer_request
 from tvision.edge import EdgeLimits
 from tvision.server import free_ports
 

@@ -27,13 +27,23 @@ class EdgeLimits:
     # SDK's keepalive pings do not count as requests: an idle SDK channel reconnects.
     idle_timeout_s: int = 60
     # Requests in progress on each port (HTTP, gRPC); more are answered 503 (UNAVAILABLE).
-    max_client_connections: int = 4096
+    # Far more than Triton's queues hold (the default export: 64 per model), and few
+    # enough that nginx's buffers for all of them fit its memory: see stream_window_bytes.
+    max_client_connections: int = 1024
+    # The HTTP/2 flow-control window of each gRPC request: how much of a body a client may
+    # send before nginx acknowledges it (http2_body_preread_size). With nginx's default,
+    # 64 KiB, a 560 KB image 200 ms away took 1.9 s (0.3 s straight to Triton); with 256
+    # KiB, 0.7 s (`python -m tvision.bench.edge_window`). nginx holds up to about this for each
+    # request in progress (measured: 35 MiB at the peak of 64 uploads of 3.5 MB, 23 MiB
+    # with the default), so max_client_connections of them stay within the pod's 512Mi.
+    stream_window_bytes: int = 256 * 1024
     # How long Triton may take to answer one request (inference and model loads).
     upstream_timeout_s: int = 300
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "client_timeout_s", "idle_timeout_s",
-                     "max_client_connections", "upstream_timeout_s"):  # fmt: skip
+                     "max_client_connections", "stream_window_bytes",
+                     "upstream_timeout_s"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -140,6 +150,7 @@ def _grpc_server(limits: EdgeLimits, listen: str, tls: EdgeTLS | None, too_large
     return f"""    server {{
         listen {listen}{"" if tls is None else " ssl"} http2;
 {_grpc_tls(tls)}        limit_conn per_port {limits.max_client_connections};
+        http2_body_preread_size {limits.stream_window_bytes};
         grpc_read_timeout {limits.upstream_timeout_s}s;
         grpc_send_timeout {limits.upstream_timeout_s}s;
         location / {{
