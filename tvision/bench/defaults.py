@@ -28,3 +28,8 @@ def run_duration_s(quick: bool, duration_s: float | None) -> float:
     if duration_s is not None:
         return duration_s
     return QUICK_DURATION_S if quick else DURATION_S
+
+
+# tvision bench-edge: the edge against Triton's own port, and one image across a slow link.
+EDGE_CONCURRENCY, EDGE_ROUNDS, EDGE_DURATION_S = 16, 4, 5.0
+EDGE_DELAY_S, EDGE_CALLS = 0.2, 5

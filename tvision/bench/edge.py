@@ -1,4 +1,4 @@
-"""``python -m tvision.bench.edge``: what the edge (nginx in front of Triton) costs, measured.
+"""``tvision bench-edge``: what the edge (nginx in front of Triton) costs, measured.
 
 One server. First, throughput: the SDK at ``concurrency`` callers on the bench mix through
 the edge, and straight to Triton's own loopback port behind it, in alternating rounds, so
@@ -20,12 +20,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tvision.bench.defaults import TOP_K
+from tvision.bench.defaults import (
+    EDGE_CALLS,
+    EDGE_CONCURRENCY,
+    EDGE_DELAY_S,
+    EDGE_DURATION_S,
+    EDGE_ROUNDS,
+    TOP_K,
+)
 from tvision.bench.images import BenchImage, bench_images
+from tvision.bench.load import LoadResult
 from tvision.bench.relay import RELAY_SCRIPT
 from tvision.bench.sdk import ClientRate, _alternating_rounds, _client_rate
 from tvision.edge import Edge, EdgeLimits, EdgePorts
@@ -53,48 +61,75 @@ class EdgeReport:
     def edge_over_direct(self) -> float:
         return self.throughput["edge"].images_per_s / self.throughput["direct"].images_per_s
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": {"cpu_count": self.cpu_count},
+            "concurrency": self.concurrency,
+            "rounds": self.rounds,
+            "duration_s": self.duration_s,
+            "throughput": {name: asdict(rate) for name, rate in self.throughput.items()},
+            "edge_over_direct": self.edge_over_direct,
+            "target": EDGE_TARGET,
+            "delay_s": self.delay_s,
+            "large_image_bytes": self.large_image_bytes,
+            "large_image_s": self.large_image_s,
+        }
+
 
 def run_edge_benchmark(
-    concurrency: int = 16,
-    rounds: int = 4,
-    duration_s: float = 5.0,
-    delay_s: float = 0.2,
+    concurrency: int = EDGE_CONCURRENCY,
+    rounds: int = EDGE_ROUNDS,
+    duration_s: float = EDGE_DURATION_S,
+    delay_s: float = EDGE_DELAY_S,
+    calls: int = EDGE_CALLS,
+    repository: Path | None = None,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> EdgeReport:
-    from tvision_client import Client
+    """Serve ``repository`` (or a fresh export of the default model) and measure."""
     from tvision_export.exporter import export_model
     from tvision_export.options import ServingOptions
     from tvision_export.spec import DEFAULT_SPEC
 
-    images = bench_images()
-    large = _large_image()
     with tempfile.TemporaryDirectory(prefix="tvision-bench-edge-") as work_dir:
-        repository = Path(work_dir) / "model_repository"
-        progress("exporting the model")
-        export_model(DEFAULT_SPEC, repository, ServingOptions())
+        if repository is None:
+            repository = Path(work_dir) / "model_repository"
+            progress("exporting the model")
+            export_model(DEFAULT_SPEC, repository, ServingOptions())
         progress("starting tritonserver behind the edge")
         with TritonServer(repository, ServerPorts.free()) as server:
-            direct_url = f"127.0.0.1:{server.triton_ports.grpc}"
-            with Client(server.grpc_url, timeout_s=120) as edge, Client(direct_url) as direct:
-
-                def caller(client: Client) -> Callable[[BenchImage], int]:
-                    def call(image: BenchImage) -> int:
-                        client.classify(image.data, top_k=TOP_K)
-                        return len(image.data)
-
-                    return call
-
-                calls = {"edge": caller(edge), "direct": caller(direct)}
-                loads = _alternating_rounds(
-                    calls, images, concurrency, rounds, duration_s, progress
-                )
+            loads = _throughput(server, concurrency, rounds, duration_s, progress)
+            large = _large_image()
             progress(f"one {len(large) / 1e6:.2f} MB image, {delay_s * 1000:.0f} ms away")
-            slow = _across_a_slow_link(server, Path(work_dir), large, delay_s)
+            slow = _across_a_slow_link(server, Path(work_dir), large, delay_s, calls)
     return EdgeReport(
         cpu_count=os.cpu_count(), concurrency=concurrency, rounds=rounds, duration_s=duration_s,
         throughput={name: _client_rate(runs) for name, runs in loads.items()},
         delay_s=delay_s, large_image_bytes=len(large), large_image_s=slow,
     )  # fmt: skip
+
+
+def _throughput(
+    server: TritonServer, concurrency: int, rounds: int, duration_s: float,
+    progress: Callable[[str], None],
+) -> dict[str, list[LoadResult]]:  # fmt: skip
+    """The SDK through the edge and straight to Triton's loopback port, alternating."""
+    from tvision_client import Client
+
+    direct_url = f"127.0.0.1:{server.triton_ports.grpc}"
+    with (
+        Client(server.grpc_url, timeout_s=120) as edge,
+        Client(direct_url, timeout_s=120) as direct,
+    ):
+
+        def caller(client: Client) -> Callable[[BenchImage], int]:
+            def call(image: BenchImage) -> int:
+                client.classify(image.data, top_k=TOP_K)
+                return len(image.data)
+
+            return call
+
+        calls = {"edge": caller(edge), "direct": caller(direct)}
+        return _alternating_rounds(calls, bench_images(), concurrency, rounds, duration_s, progress)
 
 
 def _large_image() -> bytes:
@@ -109,7 +144,7 @@ def _large_image() -> bytes:
 
 
 def _across_a_slow_link(
-    server: TritonServer, work_dir: Path, image: bytes, delay_s: float, calls: int = 5
+    server: TritonServer, work_dir: Path, image: bytes, delay_s: float, calls: int
 ) -> dict[str, float]:
     """Median seconds per call of ``image`` through a relay ``delay_s`` away from: Triton's
     own port, an edge with nginx's default window, and the server's own edge."""
@@ -213,7 +248,3 @@ def render_edge_table(report: EdgeReport) -> str:
     for name, seconds in report.large_image_s.items():
         lines.append(f"  {name:<30}{seconds:>7.2f} s  {seconds / direct:>6.2f}x")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover - a benchmark; its test runs a short one
-    print(render_edge_table(run_edge_benchmark(progress=lambda m: print(f"[bench] {m}"))))

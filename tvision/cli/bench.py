@@ -1,4 +1,4 @@
-"""``tvision bench``, ``bench-preprocess`` and ``bench-sdk``: the benchmarks."""
+"""``tvision bench``, ``bench-preprocess``, ``bench-sdk`` and ``bench-edge``: the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 from tvision.bench.defaults import (
     CONCURRENCIES,
     DURATION_S,
+    EDGE_CALLS,
+    EDGE_CONCURRENCY,
+    EDGE_DELAY_S,
+    EDGE_DURATION_S,
+    EDGE_ROUNDS,
     PREPROCESS_REPEATS,
     QUICK_DURATION_S,
     SDK_CONCURRENCY,
@@ -69,6 +74,24 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
     sdk.add_argument("--json", type=Path, default=None)
     sdk.set_defaults(handler=run_bench_sdk)
 
+    front = subparsers.add_parser(
+        "bench-edge", help="the edge (nginx) against Triton's own port, and across a slow link"
+    )
+    front.add_argument("--concurrency", type=positive_int, default=EDGE_CONCURRENCY)
+    front.add_argument("--rounds", type=positive_int, default=EDGE_ROUNDS)
+    front.add_argument("--duration-s", type=float, default=EDGE_DURATION_S)
+    front.add_argument(
+        "--delay-ms", type=positive_int, default=round(EDGE_DELAY_S * 1000),
+        help="the slow link's added round trip (default: %(default)s)",
+    )  # fmt: skip
+    front.add_argument("--calls", type=positive_int, default=EDGE_CALLS)
+    front.add_argument(
+        "--repository", type=Path, default=None,
+        help="serve this exported repository (default: export the default model afresh)",
+    )  # fmt: skip
+    front.add_argument("--json", type=Path, default=None)
+    front.set_defaults(handler=run_bench_edge)
+
 
 def run_bench(args: argparse.Namespace) -> int:
     from tvision.bench.render import plot, render_table
@@ -118,3 +141,18 @@ def run_bench_sdk(args: argparse.Namespace) -> int:
     except ServerError as exc:
         return fail(exc)
     return emit(render_sdk_table(report), report.to_json(), args.json)
+
+
+def run_bench_edge(args: argparse.Namespace) -> int:
+    from tvision.bench.edge import render_edge_table, run_edge_benchmark
+    from tvision.server import ServerError
+
+    try:
+        report = run_edge_benchmark(
+            concurrency=args.concurrency, rounds=args.rounds, duration_s=args.duration_s,
+            delay_s=args.delay_ms / 1000, calls=args.calls, repository=args.repository,
+            progress=progress_printer("bench-edge"),
+        )  # fmt: skip
+    except ServerError as exc:
+        return fail(exc)
+    return emit(render_edge_table(report), report.to_json(), args.json)

@@ -33,7 +33,7 @@ class EdgeLimits:
     # The HTTP/2 flow-control window of each gRPC request: how much of a body a client may
     # send before nginx acknowledges it (http2_body_preread_size). With nginx's default,
     # 64 KiB, a 560 KB image 200 ms away took 1.9 s (0.3 s straight to Triton); with 256
-    # KiB, 0.7 s (`python -m tvision.bench.edge_window`). nginx holds up to about this for each
+    # KiB, 0.7 s (`tvision bench-edge`). nginx holds up to about this much for each
     # request in progress (measured: 35 MiB at the peak of 64 uploads of 3.5 MB, 23 MiB
     # with the default), so max_client_connections of them stay within the pod's 512Mi.
     stream_window_bytes: int = 256 * 1024
