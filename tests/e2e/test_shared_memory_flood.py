@@ -5,7 +5,8 @@ with UNAVAILABLE, none fails for want of shared memory, and the server serves af
 The server runs in a mount namespace of the test's own (``unshare --mount``) with a tmpfs
 of a set size on /dev/shm: the python backend's regions live in it and go with it. The
 control gives it 96 MiB: the same flood then fails with "Failed to increase the shared
-memory pool", the failure the sizing prevents.
+memory pool", the failure the sizing prevents, and the server said so before the flood by
+being not ready (the launcher's readiness, as the pod's probe, asks tvision/readiness.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ ports = ServerPorts(grpc=int(sys.argv[2]), http=int(sys.argv[3]), metrics=int(sy
 server = TritonServer(Path(sys.argv[1]), ports, exit_timeout_s=5)
 try:
     server.start()
-    print("ready", flush=True)
+    print("ready", "healthy" if server.healthy() else "unhealthy", flush=True)
     sys.stdin.read()
 finally:
     print(server.log_tail(1000), flush=True)
@@ -92,7 +93,8 @@ async def _flood(url: str, request: service_pb2.ModelInferRequest) -> dict[str, 
     return outcomes
 
 
-def _wait_for_ready(process: subprocess.Popen[str]) -> None:
+def _wait_for_ready(process: subprocess.Popen[str]) -> bool:
+    """Wait for the server's start; whether it then said it was healthy (its readiness)."""
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
@@ -100,13 +102,15 @@ def _wait_for_ready(process: subprocess.Popen[str]) -> None:
             raise AssertionError(f"the server was not ready in {READY_TIMEOUT_S} s")
     line = process.stdout.readline()
     assert line.startswith("ready"), f"the server did not start: {line!r}"
+    return line.split()[1] == "healthy"
 
 
 def _flood_with_shm(
     repository: Path, shm_bytes: int, image: bytes, tmp_path: Path
-) -> tuple[dict[str, int], str, bool]:
-    """Flood a server whose /dev/shm holds ``shm_bytes``: the outcomes, Triton's log, and
-    whether a normal request was served after the flood."""
+) -> tuple[dict[str, int], str, bool, bool]:
+    """Flood a server whose /dev/shm holds ``shm_bytes``: the outcomes, Triton's log,
+    whether a normal request was served after the flood, and whether the server said it
+    was healthy before it (the launcher's readiness, tvision/readiness.py)."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("a private /dev/shm needs root and unshare (util-linux)")
     grpc_port, http_port, metrics_port = free_ports(3)
@@ -122,7 +126,7 @@ def _flood_with_shm(
         )  # fmt: skip
     assert process.stdin is not None and process.stdout is not None
     try:
-        _wait_for_ready(process)
+        healthy = _wait_for_ready(process)
         url = f"127.0.0.1:{grpc_port}"
         outcomes = asyncio.run(_flood(url, infer_request(image)))
         from tvision_client import Client, ClientError
@@ -139,7 +143,7 @@ def _flood_with_shm(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return outcomes, log, served_after
+    return outcomes, log, served_after, healthy
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +155,10 @@ def test_a_flood_of_the_largest_images_is_served_or_shed(
     cpu_repository, largest_image, tmp_path
 ) -> None:
     plan = sizing.repository_shared_memory_bytes(cpu_repository, EdgeLimits().max_request_bytes)
-    outcomes, log, served_after = _flood_with_shm(cpu_repository, plan, largest_image, tmp_path)
+    outcomes, log, served_after, healthy = _flood_with_shm(
+        cpu_repository, plan, largest_image, tmp_path
+    )
+    assert healthy, "a /dev/shm of the plan's size holds the worst case: ready"
     print(f"/dev/shm {plan / 2**30:.2f} GiB, {len(largest_image) / 1e6:.1f} MB JPEGs: {outcomes}")
     assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
     assert outcomes.get("OK", 0) > 0
@@ -162,7 +169,11 @@ def test_a_flood_of_the_largest_images_is_served_or_shed(
 def test_control_a_small_dev_shm_runs_out_under_the_same_flood(
     cpu_repository, largest_image, tmp_path
 ) -> None:
-    outcomes, log, _ = _flood_with_shm(cpu_repository, CONTROL_SHM_BYTES, largest_image, tmp_path)
+    outcomes, log, _, healthy = _flood_with_shm(
+        cpu_repository, CONTROL_SHM_BYTES, largest_image, tmp_path
+    )
     print(f"/dev/shm 96 MiB: {outcomes}")
+    # Readiness said so before the flood: this server cannot serve the worst case.
+    assert not healthy
     internal = sum(count for key, count in outcomes.items() if key.startswith("INTERNAL"))
     assert internal > 0 and SHM_FAILURE in log, outcomes

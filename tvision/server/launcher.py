@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Literal
 
 from tvision.edge import Edge, EdgeError, EdgeLimits, EdgePorts, EdgeTLS
+from tvision.readiness import shared_memory_problem
 from tvision.server import cleanup
 from tvision.server.binary import (
     EXEC_WRAPPER,
@@ -127,6 +128,7 @@ class TritonServer:
         self._log_handle: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.shm_prefix = ""
+        self.shm_plan_bytes = 0  # tvision.sizing's worst case, once started with an edge
         self.watchdog: StubWatchdog | None = None
 
     @property
@@ -273,6 +275,7 @@ class TritonServer:
         needed = sizing.repository_shared_memory_bytes(
             self.repository, self.edge_limits.max_request_bytes
         )
+        self.shm_plan_bytes = needed
         available = sizing.dev_shm_bytes()
         if available is not None and available < needed:
             warnings.warn(
@@ -283,11 +286,14 @@ class TritonServer:
             )
 
     def healthy(self) -> bool:
-        """Ready, and every model has all its python-backend stubs alive."""
+        """Ready, every model has all its python-backend stubs alive, and /dev/shm can hold
+        the backend's worst case (tvision/readiness.py, as the pod's readiness probe asks)."""
         if self.process is None or self.process.poll() is not None or not self.is_ready():
             return False
         if self.edge is not None and not self.edge.running():
             return False  # clients reach Triton only through the edge
+        if self.shm_plan_bytes and shared_memory_problem(self.shm_plan_bytes, self.shm_prefix):
+            return False
         return self.watchdog is None or self.watchdog.healthy
 
     def is_ready(self) -> bool:
