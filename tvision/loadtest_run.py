@@ -2,7 +2,9 @@
 
 Starts the server on free loopback ports, runs ``tvision-loadtest`` headless with the
 report and the server's metrics, stops the server, and exits with the gate's code
-(0 passed, 1 an objective missed, 2 could not run).
+(0 passed, 1 an objective missed, 2 could not run). Each run writes a report of its own,
+``bench-results/loadtest-YYYYMMDD-HHMMSS.html`` (its UTC start) unless ``--report`` names
+one, so the release recipe's second run keeps the first one's report.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tvision.server import ServerPorts, TritonServer
@@ -26,23 +29,43 @@ def locust_command(
     ]  # fmt: skip
 
 
+REPORTS = Path("bench-results")
+
+
+def default_report(started: datetime | None = None) -> Path:
+    """This run's own report: ``bench-results/loadtest-YYYYMMDD-HHMMSS.html`` from its UTC
+    start, with ``-2``, ``-3``, ... should a report of that second exist already."""
+    stamp = (started or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    path = REPORTS / f"loadtest-{stamp}.html"
+    number = 1
+    while path.exists():
+        number += 1
+        path = REPORTS / f"loadtest-{stamp}-{number}.html"
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--spawn-rate", type=float, default=4.0)
     parser.add_argument("--run-time", default="60s")
-    parser.add_argument("--report", type=Path, default=Path("bench-results/loadtest.html"))
+    parser.add_argument(
+        "--report", type=Path, default=None,
+        help="the HTML report (default: bench-results/loadtest-YYYYMMDD-HHMMSS.html, this "
+        "run's UTC start)",
+    )  # fmt: skip
     parser.add_argument(
         "gate", nargs=argparse.REMAINDER, help="more tvision-loadtest options (after --)"
     )
     args = parser.parse_args(argv)
     extra = [arg for arg in args.gate if arg != "--"]
+    report = args.report or default_report()
     with TritonServer(args.repository, ServerPorts.free()) as server:
         print(f"server ready on {server.grpc_url}; running Locust for {args.run_time}", flush=True)
         command = locust_command(
             server.grpc_url, args.users, args.spawn_rate, args.run_time,
-            "--report", str(args.report), "--metrics-url", server.metrics_url, *extra,
+            "--report", str(report), "--metrics-url", server.metrics_url, *extra,
         )  # fmt: skip
         completed = subprocess.run(command, check=False)
     return completed.returncode

@@ -46,44 +46,50 @@ _SLO_FLAGS = (
 )
 
 
+def _add(
+    group: Any, flag: str, default: Any, env: str, help_text: str, shown: str = "", **kwargs: Any
+) -> None:
+    """One option, its help ending with its default (or ``shown``) and environment variable
+    (Locust's parser prints neither by itself)."""
+    shown = shown or ("none" if default in ("", None) else str(default))
+    group.add_argument(
+        flag, default=default, env_var=env,
+        help=f"{help_text} (default: {shown.replace('%', '%%')}; env {env})", **kwargs,
+    )  # fmt: skip
+
+
 def add_arguments(parser: Any) -> None:
-    """Locust's ``init_command_line_parser`` hook: the tvision and release-gate flags."""
+    """Locust's ``init_command_line_parser`` hook: the tvision and release-gate flags.
+
+    ``tvision-loadtest --help`` prints these first (``cli.help_text``): Locust prints its
+    help before it loads a locustfile, so it never shows them itself.
+    """
     group = parser.add_argument_group("tvision")
-    group.add_argument(
-        "--model", default=_USER.model, env_var="TVISION_MODEL", help="ensemble to call"
-    )
-    group.add_argument("--top-k", type=int, default=_USER.top_k, env_var="TVISION_TOP_K")
-    group.add_argument(
-        "--timeout-s", type=float, default=_USER.timeout_s, env_var="TVISION_TIMEOUT_S",
-        help="deadline per request, retries included",
-    )  # fmt: skip
-    group.add_argument(
-        "--images", default=_USER.images, env_var="TVISION_IMAGES",
-        help="a directory or a quoted glob of images to send in turn (default: bundled photos)",
-    )  # fmt: skip
+    _add(group, "--model", _USER.model, "TVISION_MODEL", "ensemble to call")
+    _add(group, "--top-k", _USER.top_k, "TVISION_TOP_K", "classes asked for per image", type=int)
+    _add(group, "--timeout-s", _USER.timeout_s, "TVISION_TIMEOUT_S",
+         "deadline per request, retries included", type=float)  # fmt: skip
+    _add(group, "--images", _USER.images, "TVISION_IMAGES",
+         "a directory or a quoted glob of images to send in turn",
+         shown="the four photos in the package", metavar="DIR|GLOB")  # fmt: skip
     slo = parser.add_argument_group("tvision release gate (0: objective not used)")
     for name, field, help_text in _SLO_FLAGS:
         env = "TVISION_SLO_" + name.upper().replace("-", "_")
-        slo.add_argument(
-            f"--slo-{name}", type=float, default=getattr(_GATE, field), env_var=env,
-            help=help_text,
-        )  # fmt: skip
-    slo.add_argument(
-        "--baseline", default="", env_var="TVISION_BASELINE",
-        help="a --save-baseline file: adds throughput and p99 regression objectives",
-    )  # fmt: skip
-    for flag, default in (
-        ("--max-throughput-drop", _GATE.max_throughput_drop),
-        ("--max-p99-rise", _GATE.max_p99_rise),
-    ):
-        help_text = f"vs the baseline, as a fraction (default {default:.2f})"
-        slo.add_argument(flag, type=float, default=default, help=help_text)
-    slo.add_argument("--save-baseline", default="", help="write this run's figures (JSON)")
-    slo.add_argument("--report", default="", help="write the verdict and charts (HTML)")
-    slo.add_argument(
-        "--metrics-url", default="", env_var="TVISION_METRICS_URL",
-        help="Triton's metrics endpoint (http://HOST:8002/metrics), for the report's server side",
-    )  # fmt: skip
+        _add(slo, f"--slo-{name}", getattr(_GATE, field), env, help_text, type=float)
+    _add(slo, "--baseline", "", "TVISION_BASELINE",
+         "a --save-baseline file: adds throughput and p99 regression objectives",
+         metavar="FILE")  # fmt: skip
+    _add(slo, "--max-throughput-drop", _GATE.max_throughput_drop,
+         "TVISION_MAX_THROUGHPUT_DROP", "vs the baseline, as a fraction", type=float)  # fmt: skip
+    _add(slo, "--max-p99-rise", _GATE.max_p99_rise, "TVISION_MAX_P99_RISE",
+         "vs the baseline, as a fraction", type=float)  # fmt: skip
+    _add(slo, "--save-baseline", "", "TVISION_SAVE_BASELINE", "write this run's figures (JSON)",
+         metavar="FILE")  # fmt: skip
+    _add(slo, "--report", "", "TVISION_REPORT", "write the verdict and charts (HTML)",
+         metavar="FILE")  # fmt: skip
+    _add(slo, "--metrics-url", "", "TVISION_METRICS_URL",
+         "Triton's metrics endpoint (http://HOST:8002/metrics), for the report's server side",
+         metavar="URL")  # fmt: skip
 
 
 def objectives(options: Any, baseline: gate.RunSummary | None) -> gate.Objectives:

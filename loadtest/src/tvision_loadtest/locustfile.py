@@ -16,7 +16,8 @@ It needs only the SDK, Locust and Pillow. The photos ship in the package (``imag
 or come from ``--images DIR`` or ``--images 'GLOB'``, sent as they are.
 
 This file is only what Locust loads: the users and the hooks. The work is in importable
-modules: ``flags`` (options and defaults), ``images``, ``users``, ``recording`` (the run's
+modules: ``flags`` (options and defaults), ``preflight`` (the images, server and model
+checked before any load), ``images``, ``users``, ``recording`` (the run's
 samples and server state), ``judging`` (the gate, baseline and report at the end), with
 ``server_config``, ``gate``, ``report`` and ``server_metrics`` beneath them.
 """
@@ -30,12 +31,13 @@ grpc_gevent.init_gevent()
 
 from locust import events  # noqa: E402
 
-from tvision_loadtest import flags, judging, recording  # noqa: E402
+from tvision_loadtest import flags, judging, preflight, recording  # noqa: E402
 from tvision_loadtest.users import ClassifyUser  # noqa: E402
 
 # Locust runs the User classes it finds in this module.
 __all__ = ["ClassifyUser"]
 
 events.init_command_line_parser.add_listener(flags.add_arguments)
+events.init.add_listener(preflight.on_init)
 events.test_start.add_listener(recording.on_test_start)
 events.quitting.add_listener(judging.on_quitting)

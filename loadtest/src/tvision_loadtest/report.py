@@ -53,6 +53,19 @@ def _nice_max(value: float) -> float:
     return 10 * magnitude
 
 
+# The plot area's margins in a line chart (left, right, top, bottom), in pixels: the title
+# and legend sit in the top margin, the left axis's figures in the left one and a second
+# axis's in the right one, so nothing is drawn over the lines.
+CHART_MARGINS = (70, 70, 56, 50)
+
+
+def _ticks(axis_max: float) -> list[float]:
+    """Round figures from 0 to at most ``axis_max``, no more than six."""
+    step = _nice_max(axis_max / 5)
+    count = int(axis_max / step + 1e-9)
+    return [step * tick for tick in range(count + 1)]
+
+
 def line_chart(
     title: str,
     x_label: str,
@@ -60,20 +73,33 @@ def line_chart(
     series: dict[str, Sequence[tuple[float, float]]],
     markers: bool = False,
     size: tuple[int, int] = (760, 320),
+    *,
+    x_max: float | None = None,
+    right_label: str = "",
+    right_series: dict[str, Sequence[tuple[float, float]]] | None = None,
 ) -> bytes:
-    """A PNG line chart of one or more (x, y) series sharing axes from 0."""
+    """A PNG line chart of one or more (x, y) series sharing axes from 0.
+
+    ``x_max`` ends the x axis there (a run's length) instead of at the next round figure;
+    ``right_series`` are drawn against an axis of their own on the right (``right_label``),
+    so a count of users is not read against req/s. The legend is above the plot.
+    """
     width, height = size
-    left, right, top, bottom = 70, 20, 40, 50
+    left, right, top, bottom = CHART_MARGINS
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     title_font, font = _font(16), _font(12)
+    right_series = right_series or {}
     points = [point for values in series.values() for point in values]
-    x_max = _nice_max(max((x for x, _ in points), default=1.0))
+    right_points = [point for values in right_series.values() for point in values]
+    if x_max is None or x_max <= 0:
+        x_max = _nice_max(max((x for x, _ in points + right_points), default=1.0))
     y_max = _nice_max(max((y for _, y in points), default=1.0))
+    right_max = _nice_max(max((y for _, y in right_points), default=1.0))
     plot_w, plot_h = width - left - right, height - top - bottom
 
-    def at(x: float, y: float) -> tuple[float, float]:
-        return left + plot_w * x / x_max, top + plot_h * (1 - y / y_max)
+    def at(x: float, y: float, y_top: float = y_max) -> tuple[float, float]:
+        return left + plot_w * min(x, x_max) / x_max, top + plot_h * (1 - y / y_top)
 
     draw.text((left, 10), title, fill="black", font=title_font)
     for tick in range(6):
@@ -81,22 +107,36 @@ def line_chart(
         _, py = at(0, y)
         draw.line([(left, py), (width - right, py)], fill=(225, 225, 225))
         draw.text((left - 8, py), f"{y:g}", fill="black", font=font, anchor="rm")
-        x = x_max * tick / 5
+        if right_series:
+            value = right_max * tick / 5
+            draw.text((width - right + 8, py), f"{value:g}", fill="black", font=font,
+                      anchor="lm")  # fmt: skip
+    for x in _ticks(x_max):
         px, _ = at(x, 0)
         draw.text((px, height - bottom + 8), f"{x:g}", fill="black", font=font, anchor="mt")
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
     draw.text((left + plot_w / 2, height - 16), x_label, fill="black", font=font, anchor="mm")
-    draw.text((8, top - 22), y_label, fill="black", font=font)
-    legend_x = width - right - 10
-    for index, (name, values) in enumerate(series.items()):
+    draw.text((8, top - 16), y_label, fill="black", font=font)
+    if right_series:
+        draw.text((width - 8, top - 16), right_label, fill="black", font=font, anchor="ra")
+    drawn = [(name, values, y_max, "") for name, values in series.items()]
+    drawn += [(name, values, right_max, " (right axis)") for name, values in right_series.items()]
+    for index, (_name, values, y_top, _note) in enumerate(drawn):
         colour = PALETTE[index % len(PALETTE)]
-        pixels = [at(x, y) for x, y in values]
+        pixels = [at(x, y, y_top) for x, y in values]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2)
         if markers or len(pixels) == 1:
             for px, py in pixels:
                 draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        draw.text((legend_x, top + 8 + 16 * index), name, fill=colour, font=font, anchor="ra")
+    # The legend, right-aligned in the top margin: one entry after another, leftwards.
+    legend_x = float(width - right)
+    for index in reversed(range(len(drawn))):
+        name, _values, _y_top, note = drawn[index]
+        label = name + note
+        colour = PALETTE[index % len(PALETTE)]
+        draw.text((legend_x, 14), label, fill=colour, font=font, anchor="ra")
+        legend_x = draw.textbbox((legend_x, 14), label, font=font, anchor="ra")[0] - 16
     return _png(image)
 
 
@@ -230,14 +270,17 @@ def _over_time_section(samples: Sequence[Sample]) -> list[str]:
     """Throughput and latency charts over the run; throughput against users for a ramp."""
     if not samples:
         return []
+    # The x axis ends with the run (its last sample, at a whole second), not at the next
+    # round figure: a 60 s run is not drawn on an axis to 100 s.
+    run_s = float(math.ceil(max(s.elapsed_s for s in samples)))
     throughput = line_chart(
         "Throughput",
         "seconds",
         "req/s",
-        {
-            "throughput": [(s.elapsed_s, s.rps) for s in samples],
-            "users": [(s.elapsed_s, float(s.users)) for s in samples],
-        },
+        {"throughput": [(s.elapsed_s, s.rps) for s in samples]},
+        x_max=run_s,
+        right_label="users",
+        right_series={"users": [(s.elapsed_s, float(s.users)) for s in samples]},
     )
     latency = line_chart(
         "Latency percentiles (last seconds)",
@@ -248,6 +291,7 @@ def _over_time_section(samples: Sequence[Sample]) -> list[str]:
             "p95": [(s.elapsed_s, s.p95_ms) for s in samples],
             "p99": [(s.elapsed_s, s.p99_ms) for s in samples],
         },
+        x_max=run_s,
     )
     section = ["<h2>Over time</h2>", _img(throughput), _img(latency)]
     by_users = throughput_by_users(samples)

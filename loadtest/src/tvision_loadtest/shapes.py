@@ -10,11 +10,18 @@ import os
 
 from locust import LoadTestShape
 
+# The ramp's defaults, each overridden by its environment variable.
+DEFAULTS = {"TVISION_RAMP_STEP_USERS": "4", "TVISION_RAMP_STEPS": "4", "TVISION_RAMP_HOLD_S": "30"}
+
+
+def _setting(name: str) -> str:
+    return os.environ.get(name, DEFAULTS[name])
+
 
 class StepRamp(LoadTestShape):
-    step_users = int(os.environ.get("TVISION_RAMP_STEP_USERS", "4"))
-    steps = int(os.environ.get("TVISION_RAMP_STEPS", "4"))
-    hold_s = float(os.environ.get("TVISION_RAMP_HOLD_S", "30"))
+    step_users = int(_setting("TVISION_RAMP_STEP_USERS"))
+    steps = int(_setting("TVISION_RAMP_STEPS"))
+    hold_s = float(_setting("TVISION_RAMP_HOLD_S"))
 
     def tick(self) -> tuple[int, float] | None:
         run_time_s = self.get_run_time()
