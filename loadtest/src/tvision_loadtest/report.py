@@ -66,6 +66,23 @@ def _ticks(axis_max: float) -> list[float]:
     return [step * tick for tick in range(count + 1)]
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Where a line chart's plot sits in its image, and the values at its edges."""
+
+    width: int
+    height: int
+    x_max: float
+    y_max: float
+    right_max: float
+
+    def at(self, x: float, y: float, y_top: float | None = None) -> tuple[float, float]:
+        left, right, top, bottom = CHART_MARGINS
+        plot_w, plot_h = self.width - left - right, self.height - top - bottom
+        y_top = self.y_max if y_top is None else y_top
+        return left + plot_w * min(x, self.x_max) / self.x_max, top + plot_h * (1 - y / y_top)
+
+
 def line_chart(
     title: str,
     x_label: str,
@@ -84,60 +101,73 @@ def line_chart(
     ``right_series`` are drawn against an axis of their own on the right (``right_label``),
     so a count of users is not read against req/s. The legend is above the plot.
     """
-    width, height = size
-    left, right, top, bottom = CHART_MARGINS
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    title_font, font = _font(16), _font(12)
     right_series = right_series or {}
     points = [point for values in series.values() for point in values]
     right_points = [point for values in right_series.values() for point in values]
     if x_max is None or x_max <= 0:
         x_max = _nice_max(max((x for x, _ in points + right_points), default=1.0))
-    y_max = _nice_max(max((y for _, y in points), default=1.0))
-    right_max = _nice_max(max((y for _, y in right_points), default=1.0))
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def at(x: float, y: float, y_top: float = y_max) -> tuple[float, float]:
-        return left + plot_w * min(x, x_max) / x_max, top + plot_h * (1 - y / y_top)
-
-    draw.text((left, 10), title, fill="black", font=title_font)
-    for tick in range(6):
-        y = y_max * tick / 5
-        _, py = at(0, y)
-        draw.line([(left, py), (width - right, py)], fill=(225, 225, 225))
-        draw.text((left - 8, py), f"{y:g}", fill="black", font=font, anchor="rm")
-        if right_series:
-            value = right_max * tick / 5
-            draw.text((width - right + 8, py), f"{value:g}", fill="black", font=font,
-                      anchor="lm")  # fmt: skip
-    for x in _ticks(x_max):
-        px, _ = at(x, 0)
-        draw.text((px, height - bottom + 8), f"{x:g}", fill="black", font=font, anchor="mt")
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    draw.text((left + plot_w / 2, height - 16), x_label, fill="black", font=font, anchor="mm")
-    draw.text((8, top - 16), y_label, fill="black", font=font)
-    if right_series:
-        draw.text((width - 8, top - 16), right_label, fill="black", font=font, anchor="ra")
-    drawn = [(name, values, y_max, "") for name, values in series.items()]
-    drawn += [(name, values, right_max, " (right axis)") for name, values in right_series.items()]
+    frame = _Frame(
+        size[0], size[1], x_max,
+        y_max=_nice_max(max((y for _, y in points), default=1.0)),
+        right_max=_nice_max(max((y for _, y in right_points), default=1.0)),
+    )  # fmt: skip
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    _draw_axes(draw, frame, title, x_label, y_label, right_label if right_series else "")
+    drawn = [(name, values, frame.y_max, "") for name, values in series.items()]
+    drawn += [
+        (name, values, frame.right_max, " (right axis)") for name, values in right_series.items()
+    ]
     for index, (_name, values, y_top, _note) in enumerate(drawn):
         colour = PALETTE[index % len(PALETTE)]
-        pixels = [at(x, y, y_top) for x, y in values]
+        pixels = [frame.at(x, y, y_top) for x, y in values]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2)
         if markers or len(pixels) == 1:
             for px, py in pixels:
                 draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-    # The legend, right-aligned in the top margin: one entry after another, leftwards.
-    legend_x = float(width - right)
-    for index in reversed(range(len(drawn))):
-        name, _values, _y_top, note = drawn[index]
-        label = name + note
-        colour = PALETTE[index % len(PALETTE)]
-        draw.text((legend_x, 14), label, fill=colour, font=font, anchor="ra")
-        legend_x = draw.textbbox((legend_x, 14), label, font=font, anchor="ra")[0] - 16
+    _draw_legend(draw, frame, [name + note for name, _values, _top, note in drawn])
     return _png(image)
+
+
+def _draw_axes(
+    draw: ImageDraw.ImageDraw, frame: _Frame, title: str, x_label: str, y_label: str,
+    right_label: str,
+) -> None:  # fmt: skip
+    """Title, grid, tick labels (the right axis's only with a ``right_label``), frame and
+    axis labels."""
+    left, right, top, bottom = CHART_MARGINS
+    width, height = frame.width, frame.height
+    title_font, font = _font(16), _font(12)
+    draw.text((left, 10), title, fill="black", font=title_font)
+    for tick in range(6):
+        y = frame.y_max * tick / 5
+        _, py = frame.at(0, y)
+        draw.line([(left, py), (width - right, py)], fill=(225, 225, 225))
+        draw.text((left - 8, py), f"{y:g}", fill="black", font=font, anchor="rm")
+        if right_label:
+            value = frame.right_max * tick / 5
+            draw.text((width - right + 8, py), f"{value:g}", fill="black", font=font,
+                      anchor="lm")  # fmt: skip
+    for x in _ticks(frame.x_max):
+        px, _ = frame.at(x, 0)
+        draw.text((px, height - bottom + 8), f"{x:g}", fill="black", font=font, anchor="mt")
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    plot_w = width - left - right
+    draw.text((left + plot_w / 2, height - 16), x_label, fill="black", font=font, anchor="mm")
+    draw.text((8, top - 16), y_label, fill="black", font=font)
+    if right_label:
+        draw.text((width - 8, top - 16), right_label, fill="black", font=font, anchor="ra")
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, frame: _Frame, labels: list[str]) -> None:
+    """The legend, right-aligned in the top margin: one entry after another, leftwards."""
+    font = _font(12)
+    legend_x = float(frame.width - CHART_MARGINS[1])
+    for index in reversed(range(len(labels))):
+        colour = PALETTE[index % len(PALETTE)]
+        draw.text((legend_x, 14), labels[index], fill=colour, font=font, anchor="ra")
+        legend_x = draw.textbbox((legend_x, 14), labels[index], font=font, anchor="ra")[0] - 16
 
 
 def bar_chart(title: str, unit: str, bars: dict[str, dict[str, float]]) -> bytes:
