@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,15 @@ from tvision.bench.defaults import (
 from tvision.bench.images import BenchImage, bench_images
 from tvision.bench.load import LoadResult
 from tvision.bench.relay import RELAY_SCRIPT
-from tvision.bench.sdk import ClientRate, _alternating_rounds, _client_rate
+from tvision.bench.rounds import (
+    ClientRate,
+    RoundsRun,
+    alternating_rounds,
+    client_rate,
+    rate_lines,
+    rates_json,
+    ratio_line,
+)
 from tvision.edge import Edge, EdgeLimits, EdgePorts
 from tvision.server import EXEC_WRAPPER, ServerPorts, TritonServer, free_ports
 
@@ -46,11 +54,7 @@ EDGE_TARGET = 0.95
 
 
 @dataclass
-class EdgeReport:
-    cpu_count: int | None
-    concurrency: int
-    rounds: int
-    duration_s: float
+class EdgeReport(RoundsRun):
     throughput: dict[str, ClientRate]
     delay_s: float
     large_image_bytes: int
@@ -63,11 +67,8 @@ class EdgeReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "machine": {"cpu_count": self.cpu_count},
-            "concurrency": self.concurrency,
-            "rounds": self.rounds,
-            "duration_s": self.duration_s,
-            "throughput": {name: asdict(rate) for name, rate in self.throughput.items()},
+            **super().to_json(),
+            "throughput": rates_json(self.throughput),
             "edge_over_direct": self.edge_over_direct,
             "target": EDGE_TARGET,
             "delay_s": self.delay_s,
@@ -103,7 +104,7 @@ def run_edge_benchmark(
             slow = _across_a_slow_link(server, Path(work_dir), large, delay_s, calls)
     return EdgeReport(
         cpu_count=os.cpu_count(), concurrency=concurrency, rounds=rounds, duration_s=duration_s,
-        throughput={name: _client_rate(runs) for name, runs in loads.items()},
+        throughput={name: client_rate(runs) for name, runs in loads.items()},
         delay_s=delay_s, large_image_bytes=len(large), large_image_s=slow,
     )  # fmt: skip
 
@@ -129,7 +130,7 @@ def _throughput(
             return call
 
         calls = {"edge": caller(edge), "direct": caller(direct)}
-        return _alternating_rounds(calls, bench_images(), concurrency, rounds, duration_s, progress)
+        return alternating_rounds(calls, bench_images(), concurrency, rounds, duration_s, progress)
 
 
 def _large_image() -> bytes:
@@ -230,16 +231,9 @@ def render_edge_table(report: EdgeReport) -> str:
     lines = [
         f"the edge on {report.cpu_count} CPU cores: the SDK at concurrency {report.concurrency}, "
         f"{report.rounds} alternating rounds of {report.duration_s:g} s",
-        f"{'path':<10}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}  per round",
+        *rate_lines(report.throughput, "path", 10),
+        ratio_line("edge / direct throughput", report.edge_over_direct, EDGE_TARGET),
     ]
-    for name, rate in report.throughput.items():
-        rounds = " ".join(f"{value:.1f}" for value in rate.rounds_images_per_s)
-        lines.append(
-            f"{name:<10}{rate.images_per_s:>9.1f}{rate.p50_ms:>9.1f}{rate.p99_ms:>9.1f}  {rounds}"
-        )
-    ratio = report.edge_over_direct
-    verdict = "meets" if ratio >= EDGE_TARGET else "MISSES"
-    lines.append(f"edge / direct throughput: {ratio:.3f}x (target >= {EDGE_TARGET}x) {verdict}")
     lines.append(
         f"one {report.large_image_bytes / 1e6:.2f} MB image, {report.delay_s * 1000:.0f} ms away "
         "(median seconds per call, and per call straight to Triton):"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,15 @@ import numpy as np
 
 from tvision.bench.defaults import SDK_CONCURRENCY, SDK_DURATION_S, SDK_ROUNDS, TOP_K
 from tvision.bench.images import BenchImage, bench_images
-from tvision.bench.load import LoadResult, percentile_ms, run_closed_loop
+from tvision.bench.rounds import (
+    ClientRate,
+    RoundsRun,
+    alternating_rounds,
+    client_rate,
+    rate_lines,
+    rates_json,
+    ratio_line,
+)
 from tvision.server import ServerPorts, TritonServer
 
 # The SDK may cost at most this much throughput against raw tritonclient.
@@ -23,19 +30,7 @@ SDK_TARGET = 0.97
 
 
 @dataclass
-class ClientRate:
-    images_per_s: float
-    rounds_images_per_s: list[float]
-    p50_ms: float
-    p99_ms: float
-
-
-@dataclass
-class SdkReport:
-    cpu_count: int | None
-    concurrency: int
-    rounds: int
-    duration_s: float
+class SdkReport(RoundsRun):
     results: dict[str, ClientRate]
 
     @property
@@ -44,11 +39,8 @@ class SdkReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "machine": {"cpu_count": self.cpu_count},
-            "concurrency": self.concurrency,
-            "rounds": self.rounds,
-            "duration_s": self.duration_s,
-            "results": {name: asdict(rate) for name, rate in self.results.items()},
+            **super().to_json(),
+            "results": rates_json(self.results),
             "sdk_over_tritonclient": self.sdk_over_tritonclient,
             "target": SDK_TARGET,
         }
@@ -83,13 +75,13 @@ def run_sdk_benchmark(
                 return len(image.data)
 
             calls = {"sdk": sdk_call, "tritonclient": _raw_caller(server.grpc_url)}
-            loads = _alternating_rounds(calls, images, concurrency, rounds, duration_s, progress)
+            loads = alternating_rounds(calls, images, concurrency, rounds, duration_s, progress)
     return SdkReport(
         cpu_count=os.cpu_count(),
         concurrency=concurrency,
         rounds=rounds,
         duration_s=duration_s,
-        results={name: _client_rate(rounds_run) for name, rounds_run in loads.items()},
+        results={name: client_rate(rounds_run) for name, rounds_run in loads.items()},
     )
 
 
@@ -116,52 +108,11 @@ def _raw_caller(grpc_url: str) -> Callable[[BenchImage], int]:
     return raw_call
 
 
-def _alternating_rounds(
-    calls: dict[str, Callable[[BenchImage], int]],
-    images: list[BenchImage],
-    concurrency: int,
-    rounds: int,
-    duration_s: float,
-    progress: Callable[[str], None],
-) -> dict[str, list[LoadResult]]:
-    """One warm-up second for each client, then ``rounds`` rounds of each, the order
-    reversed every other round."""
-    for call in calls.values():
-        run_closed_loop(call, images, concurrency, 1.0)
-    loads: dict[str, list[LoadResult]] = {name: [] for name in calls}
-    for round_number in range(rounds):
-        order = list(calls.items())
-        if round_number % 2:
-            order.reverse()
-        for name, call in order:
-            progress(f"round {round_number + 1}/{rounds}: {name}")
-            loads[name].append(run_closed_loop(call, images, concurrency, duration_s))
-    return loads
-
-
-def _client_rate(loads: list[LoadResult]) -> ClientRate:
-    rates = [load.calls / load.seconds for load in loads]
-    latencies = [latency for load in loads for latency in load.latencies_s]
-    return ClientRate(
-        images_per_s=statistics.mean(rates),
-        rounds_images_per_s=rates,
-        p50_ms=percentile_ms(latencies, 0.5),
-        p99_ms=percentile_ms(latencies, 0.99),
-    )
-
-
 def render_sdk_table(report: SdkReport) -> str:
     lines = [
         f"SDK vs tritonclient on {report.cpu_count} CPU cores, concurrency "
         f"{report.concurrency}, {report.rounds} alternating rounds of {report.duration_s:g} s",
-        f"{'client':<14}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}  per round",
+        *rate_lines(report.results, "client", 14),
+        ratio_line("SDK / tritonclient throughput", report.sdk_over_tritonclient, SDK_TARGET),
     ]
-    for name, rate in report.results.items():
-        rounds = " ".join(f"{value:.1f}" for value in rate.rounds_images_per_s)
-        lines.append(
-            f"{name:<14}{rate.images_per_s:>9.1f}{rate.p50_ms:>9.1f}{rate.p99_ms:>9.1f}  {rounds}"
-        )
-    ratio = report.sdk_over_tritonclient
-    verdict = "meets" if ratio >= SDK_TARGET else "MISSES"
-    lines.append(f"SDK / tritonclient throughput: {ratio:.3f}x (target >= {SDK_TARGET}x) {verdict}")
     return "\n".join(lines)
