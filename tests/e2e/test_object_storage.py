@@ -194,6 +194,10 @@ def test_export_straight_into_the_store(s3_endpoint) -> None:
     root = _store(s3_endpoint, "export")
     exported = _tvision("export", "--repository", root.uri(), "--endpoint-url", s3_endpoint)
     assert exported.returncode == 0, exported.stderr[-3000:]
+    # The preprocessing it derived is said, in the flags' names, on one line.
+    said = [line for line in exported.stderr.splitlines() if "preprocessing:" in line]
+    assert said == [f"  preprocessing: {DEFAULT_SPEC.preprocess.describe()}"], exported.stderr
+    assert said[0].startswith("  preprocessing: resize_short_px 256, crop_px 224, scale 1, ")
     uri = _snapshot_uri(exported.stdout)
     (info,) = snapshots.list_snapshots(root)
     assert info.complete and info.location.uri() == uri
@@ -218,6 +222,18 @@ def test_store_errors_name_the_problem(s3_endpoint, command, message) -> None:
     completed = _tvision(*command, "--endpoint-url", s3_endpoint, timeout_s=120)
     assert completed.returncode != 0
     assert message in completed.stderr, completed.stderr
+
+
+def test_a_push_to_a_missing_bucket_is_one_line_under_no_progress_bar(
+    s3_endpoint, cpu_repository
+) -> None:
+    completed = _tvision(
+        "repo", "push", str(cpu_repository), "s3://no-such-bucket/models",
+        "--endpoint-url", s3_endpoint, timeout_s=120,
+    )  # fmt: skip
+    assert completed.returncode == 2 and completed.stdout == ""  # no empty bar drawn
+    (line,) = completed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "bucket 'no-such-bucket' does not exist" in line
 
 
 def test_an_unreachable_endpoint_is_named(tmp_path) -> None:

@@ -10,9 +10,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tvision.exit_codes import EXIT_COULD_NOT_RUN, EXIT_OK
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
 
 DEFAULT_REPOSITORY = Path("model_repository")
 DEFAULT_SPEC = "tvision_export.spec:EFFICIENTNET_LITE0"
@@ -51,11 +54,22 @@ def float_triple(text: str) -> tuple[float, float, float]:
 
 
 def endpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--endpoint-url``, the one definition: every command that reads or writes an
+    s3:// location takes it (``tests/cli/test_help.py`` holds them to it)."""
     parser.add_argument(
         "--endpoint-url",
         default=None,
-        help="S3-compatible endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL or AWS)",
+        help="S3-compatible endpoint of an s3:// location, e.g. http://minio:9000 (default: "
+        "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3)",
     )
+
+
+def stderr_console() -> Console:
+    """The rich console every command draws on: standard error, and lines never wrapped
+    (rich wraps at 80 columns when it is not on a terminal, splitting a log's lines)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def fail(error: BaseException | str, code: int = EXIT_COULD_NOT_RUN) -> int:

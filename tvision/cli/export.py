@@ -13,6 +13,7 @@ from tvision.cli._common import (
     fail,
     float_triple,
     positive_int,
+    stderr_console,
 )
 from tvision.cli._options import add_serving_arguments, serving_options_from
 from tvision.exit_codes import EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_OK
@@ -32,26 +33,54 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         help="model spec as module:attribute (default: EfficientNet-Lite0, ImageNet)",
     )
     add_serving_arguments(parser.add_argument_group("serving options"))
+    _add_bring_your_own_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_bring_your_own_arguments(parser: argparse.ArgumentParser) -> None:
     byo = parser.add_argument_group(
         "bring your own ONNX", "serve an existing ONNX classifier instead of a spec"
     )
     byo.add_argument("--onnx", type=Path, default=None, help="the ONNX file (left unchanged)")
     byo.add_argument("--labels", type=Path, default=None, help="one label per line")
     byo.add_argument("--name", default=None, help="ensemble name for the model")
-    byo.add_argument("--outputs", choices=("logits", "probabilities"), default="logits")
-    byo.add_argument("--resize-short-px", type=positive_int, default=None)
-    byo.add_argument("--crop-px", type=positive_int, default=None)
-    byo.add_argument("--mean", type=float_triple, default=(0.0, 0.0, 0.0))
-    byo.add_argument("--std", type=float_triple, default=(1.0, 1.0, 1.0))
-    byo.add_argument("--scale", type=float, default=1.0, help="pixels are divided by this first")
-    byo.add_argument("--channel-order", choices=("RGB", "BGR"), default="RGB")
+    byo.add_argument(
+        "--outputs",
+        choices=("logits", "probabilities"),
+        default="logits",
+        help="what the model's output holds; logits get a Softmax appended (default: logits)",
+    )
+    byo.add_argument(
+        "--resize-short-px",
+        type=positive_int,
+        default=None,
+        help="resize the short side to this first (default: derived from the model's input, "
+        "the crop / 0.875)",
+    )
+    byo.add_argument(
+        "--crop-px",
+        type=positive_int,
+        default=None,
+        help="center crop (default: derived from the model's input size; needed if dynamic)",
+    )
+    byo.add_argument(
+        "--mean", type=float_triple, default=(0.0, 0.0, 0.0), help="per channel (default: 0,0,0)"
+    )
+    byo.add_argument(
+        "--std", type=float_triple, default=(1.0, 1.0, 1.0), help="per channel (default: 1,1,1)"
+    )
+    byo.add_argument(
+        "--scale", type=float, default=1.0, help="pixels are divided by this first (default: 1)"
+    )
+    byo.add_argument(
+        "--channel-order", choices=("RGB", "BGR"), default="RGB", help="(default: RGB)"
+    )
     byo.add_argument(
         "--atol",
         type=float,
         default=None,
         help="largest score difference from the original (default: an export's tolerance)",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,20 +96,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_spec(args: argparse.Namespace, repository: Path) -> int:
-    from rich.console import Console
-
     from tvision_export.exporter import export_model
     from tvision_export.onnx_export import ExportValidationError
     from tvision_export.spec import load_spec
 
-    console = Console(stderr=True)
+    console = stderr_console()
     try:
         options = serving_options_from(args)
         spec = load_spec(args.spec)
         with console.status("Starting export") as status:
 
             def on_step(step: str) -> None:
-                console.log(step)
+                console.print(step)
                 status.update(step)
 
             result = export_model(spec, repository, options, on_step=on_step)
@@ -99,6 +126,7 @@ def run_spec(args: argparse.Namespace, repository: Path) -> int:
     )
     console.print(f"  models: {', '.join(written.names.all())}; {result.labels_count} labels")
     console.print(f"  {len(written.files)} files, checksums in the version manifest")
+    console.print(f"  preprocessing: {spec.preprocess.describe()}")
     return EXIT_OK
 
 
@@ -133,6 +161,7 @@ def run_import(args: argparse.Namespace, repository: Path) -> int:
         f"{'fixed at 1' if info.batch_fixed_at_one else 'dynamic'}\n"
         f"  copy vs original: max |diff| {report.max_abs_diff:.2e} (atol {report.atol:g}) "
         f"over {len(report.checks)} inputs\n"
-        f"  models: {', '.join(written.names.all())}"
+        f"  models: {', '.join(written.names.all())}\n"
+        f"  preprocessing: {preprocess.describe()}"
     )
     return EXIT_OK

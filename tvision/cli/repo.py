@@ -8,10 +8,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tvision.cli._common import DEFAULT_REPOSITORY, Subparsers, endpoint_argument, fail
+from tvision.cli._common import (
+    DEFAULT_REPOSITORY,
+    Subparsers,
+    endpoint_argument,
+    fail,
+    stderr_console,
+)
 from tvision.exit_codes import EXIT_CHECK_FAILED, EXIT_OK
 
 if TYPE_CHECKING:  # pragma: no cover
+    from rich.progress import TaskID
+
     from tvision_export.verify import Problem
 
 
@@ -143,7 +151,9 @@ def run_gc(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def transfer_progress(verb: str) -> Iterator[Callable[[str, int, int, int, int], None]]:
-    """A progress bar of bytes and files on standard error, for uploads and downloads."""
+    """A progress bar of bytes and files on standard error, for uploads and downloads,
+    drawn from the first file on: an error before any work (no bucket, no credentials)
+    is said alone, under no empty bar."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -161,10 +171,16 @@ def transfer_progress(verb: str) -> Iterator[Callable[[str, int, int, int, int],
         TextColumn("{task.fields[files]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(verb, total=None, files="")
+    with contextlib.ExitStack() as started:
+        bars: list[tuple[Progress, TaskID]] = []
 
         def update(name: str, done: int, total: int, files_done: int, files: int) -> None:
+            if not bars:
+                bar = started.enter_context(
+                    Progress(*columns, console=stderr_console(), transient=False)
+                )
+                bars.append((bar, bar.add_task(verb, total=None, files="")))
+            bar, task = bars[0]
             bar.update(task, completed=done, total=total, files=f"{files_done}/{files} files")
 
         yield update

@@ -25,11 +25,27 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         help="a directory, or an s3:// snapshot URI as 'tvision repo push' prints it",
     )
     endpoint_argument(parser)
-    parser.add_argument("--address", default="127.0.0.1")
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--ready-timeout-s", type=float, default=240.0)
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address every port listens on (default: 127.0.0.1, this machine only; "
+        "0.0.0.0 for all interfaces)",
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=8001, help="KServe v2 gRPC, the SDK's (default: 8001)"
+    )
+    parser.add_argument(
+        "--http-port", type=int, default=8000, help="KServe v2 HTTP/REST (default: 8000)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=8002, help="Prometheus metrics (default: 8002)"
+    )
+    parser.add_argument(
+        "--ready-timeout-s",
+        type=float,
+        default=240.0,
+        help="give up when the models are not ready within this (default: 240)",
+    )
     parser.add_argument(
         "--health-port",
         type=int,

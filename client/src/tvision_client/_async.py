@@ -125,7 +125,13 @@ class AsyncClient(ClientBase):
         name = model or self.model
         info = await self.model_info(name, timeout_s)
         request = self._classify_request(info, image, name, top_k)
-        response = await self._call("ModelInfer", request, f"classify with {name!r}", timeout_s)
+        try:
+            response = await self._call("ModelInfer", request, f"classify with {name!r}", timeout_s)
+        except ClientError as exc:
+            named = _core.naming_the_file(exc, image)
+            if named is exc:
+                raise
+            raise named from exc.__cause__
         return _core.parse_classifications(response, 1, name)[0]
 
     @overload

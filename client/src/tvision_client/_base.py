@@ -102,7 +102,8 @@ class ClientBase:
         self, info: ModelInfo, image: ImageInput, name: str, top_k: int
     ) -> service_pb2.ModelInferRequest:
         data = encode_image(image)
-        _core.check_image_size(data, 0, _core.image_byte_limit(info, self.max_message_bytes))
+        limit = _core.image_byte_limit(info, self.max_message_bytes)
+        _core.check_image_size(data, _core.image_name(image), limit)
         names = _core.TensorNames(info.input_name, info.output_name)
         return _core.build_infer_request(name, names, [data], top_k)
 

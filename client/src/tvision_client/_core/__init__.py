@@ -34,7 +34,12 @@ from tvision_client._core.defaults import (
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT_S,
 )
-from tvision_client._core.errors import map_rpc_error, not_found_error
+from tvision_client._core.errors import (
+    image_name,
+    map_rpc_error,
+    naming_the_file,
+    not_found_error,
+)
 from tvision_client._core.messages import (
     MAX_IMAGE_BYTES_PARAMETER,
     TensorNames,
@@ -78,7 +83,9 @@ __all__ = [
     "check_image_size",
     "deserialize_bytes_tensor",
     "image_byte_limit",
+    "image_name",
     "map_rpc_error",
+    "naming_the_file",
     "not_found_error",
     "parse_classifications",
     "parse_endpoints",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import re
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from tvision_client._errors import (
     ClientError,
     DeadlineExceededError,
+    InvalidInputError,
     ModelNotFoundError,
     error_class_for,
 )
@@ -35,3 +38,24 @@ def not_found_error(model: str, exc: grpc.RpcError) -> ClientError:
     return ModelNotFoundError(
         f"model {model!r} is not available on the server: {exc.details()}", code=exc.code()
     )
+
+
+def image_name(image: Any, position: int = 0) -> str:
+    """How an error names an image: the file, when the caller passed a path; else its
+    position in the request, as the server names it (``image 0``)."""
+    if isinstance(image, (str, os.PathLike)):
+        return f"image file {os.fspath(image)}"
+    return f"image {position}"
+
+
+def naming_the_file(error: ClientError, image: Any) -> ClientError:
+    """``error`` with the server's ``image 0`` replaced by the file the caller passed, for
+    an input error about an image given as a path; any other error as it is."""
+    if not isinstance(error, InvalidInputError) or not isinstance(image, (str, os.PathLike)):
+        return error
+    message, found = re.subn(r"\bimage 0\b", lambda _: image_name(image), str(error), count=1)
+    if not found:
+        message = f"{image_name(image)}: {message}"
+    renamed = type(error)(message, code=error.code)
+    renamed.__cause__ = error.__cause__
+    return renamed

@@ -39,15 +39,16 @@ def deserialize_bytes_tensor(raw: bytes) -> list[bytes]:
     return elements
 
 
-def check_image_size(data: bytes, position: int, max_bytes: int) -> None:
-    """Reject an image the server or channel would refuse, before it is sent.
+def check_image_size(data: bytes, where: str, max_bytes: int) -> None:
+    """Reject an image the server or channel would refuse, before it is sent; ``where``
+    names it (``image_name``).
 
     Raises:
         InvalidImageError: the image is larger than ``max_bytes``.
     """
     if len(data) > max_bytes:
         raise InvalidImageError(
-            f"image {position} is {len(data)} bytes, over the limit of {max_bytes} bytes"
+            f"{where} is {len(data)} bytes, over the limit of {max_bytes} bytes"
         )
 
 
