@@ -376,3 +376,14 @@ def test_dev_shm_holds_the_python_backends_worst_case(target) -> None:
     assert plan.total_bytes <= shm < plan.total_bytes * 1.5, (plan, shm)
     memory = _quantity_bytes(triton_container(documents)["resources"]["limits"]["memory"])
     assert memory >= shm + 8 * 2**30  # Triton, ONNX Runtime and the models besides
+
+
+def test_prod_runs_the_flags_the_conformance_test_runs_on_triton() -> None:
+    """tests/k8s/test_conformance.py runs the dev overlay's Triton flags (and onprem's,
+    with TLS) on the real tritonserver; prod (a GPU overlay, not runnable here) must run
+    exactly those flags, so that what was run is what prod serves with."""
+    dev = triton_container(render("overlays/dev"))
+    for overlay in ("overlays/prod", "overlays/onprem"):
+        container = triton_container(render(overlay))
+        assert container["command"] == dev["command"], overlay
+        assert container["args"] == dev["args"], overlay
