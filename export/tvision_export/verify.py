@@ -33,9 +33,11 @@ def _versions(model_dir: Path) -> list[int]:
     return sorted(int(child.name) for child in model_dir.iterdir() if child.name.isdigit())
 
 
-def _tensor_type(tensor: object) -> tuple[str, tuple[int, ...]]:
-    data_type = configs.model_config_pb2.DataType.Name(tensor.data_type)  # type: ignore[attr-defined]
-    return data_type, tuple(tensor.dims)  # type: ignore[attr-defined]
+def _tensor_type(
+    tensor: configs.model_config_pb2.ModelInput | configs.model_config_pb2.ModelOutput,
+) -> tuple[str, tuple[int, ...]]:
+    data_type = configs.model_config_pb2.DataType.Name(tensor.data_type)
+    return data_type, tuple(tensor.dims)
 
 
 def verify_repository(repository: Path) -> list[Problem]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 # Pillow's default and a typical camera/web setting.
 JPEG_QUALITY = 75
@@ -15,7 +16,7 @@ class BenchImage:
     data: bytes
 
 
-def _encode(path: object, size: tuple[int, int], image_format: str) -> bytes:
+def _encode(path: Path, size: tuple[int, int], image_format: str) -> bytes:
     """Re-encode a photo at ``size``; "PHONE" is a JPEG stored sideways with EXIF
     orientation 6, as phone cameras write it (``size`` is then the stored size)."""
     from PIL import Image
@@ -23,7 +24,7 @@ def _encode(path: object, size: tuple[int, int], image_format: str) -> bytes:
     from tvision_export.samples import phone_jpeg
 
     buffer = io.BytesIO()
-    rgb = Image.open(path).convert("RGB")  # type: ignore[arg-type]
+    rgb = Image.open(path).convert("RGB")
     if image_format == "PHONE":
         return phone_jpeg(rgb.resize((size[1], size[0])), JPEG_QUALITY)
     if image_format == "JPEG":
