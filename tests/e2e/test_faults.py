@@ -34,6 +34,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tests.e2e.conftest import FaultRow
 from tests.helpers import ROOT
 from tvision.bench.edge import infer_request
+from tvision.edge import EdgeLimits
 from tvision.health import HealthEndpoint
 from tvision.server import (
     SHM_DIR,
@@ -42,6 +43,7 @@ from tvision.server import (
     ServerPorts,
     StubWatchdog,
     TritonServer,
+    edge_limits_for,
 )
 from tvision_client import AsyncClient, Client, ClientError, InvalidInputError, RetryStats
 from tvision_export import configs, contract
@@ -55,6 +57,11 @@ pytestmark = pytest.mark.e2e
 COFFEE = sample_photo("coffee").path.read_bytes()
 # Callers of a Load, each classifying back to back.
 CALLERS = 4
+
+
+def _uncapped_edge(repository: Path) -> EdgeLimits:
+    """The launcher's edge limits for ``repository`` without the per-client cap."""
+    return edge_limits_for(repository, max_requests_per_client=EdgeLimits().max_client_connections)
 
 
 class Load:
@@ -502,7 +509,9 @@ def test_retries_do_not_multiply_an_overload(default_source, tmp_path, fault_tab
     repository = tmp_path / "model_repository"
     options = ServingOptions(max_queue_size=8, preprocess_instances=1, classifier_instances=1)
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
-    with TritonServer(repository, ServerPorts.free()) as server:
+    # Triton's queue is what this is about: the edge's per-client cap (all 400 callers come
+    # from 127.0.0.1) is raised so that it refuses none (tests/e2e/test_per_client_limit.py).
+    with TritonServer(repository, ServerPorts.free(), edge=_uncapped_edge(repository)) as server:
         before = _requests_reaching(server)
 
         async def storm() -> tuple[int, int]:
@@ -547,7 +556,9 @@ def test_overload_is_rejected_at_the_door_within_the_queue_timeout(
     options = ServingOptions(preprocess_instances=1, classifier_instances=1)
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     request = infer_request(COFFEE)
-    with TritonServer(repository, ServerPorts.free()) as server:
+    # The door here is Triton's queues: the edge's per-client cap (all 200 callers come from
+    # 127.0.0.1) is raised so that it refuses none (tests/e2e/test_per_client_limit.py).
+    with TritonServer(repository, ServerPorts.free(), edge=_uncapped_edge(repository)) as server:
 
         async def flood() -> tuple[list[float], list[float], list[str]]:
             served: list[float] = []

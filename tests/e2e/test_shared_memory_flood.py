@@ -40,9 +40,11 @@ SERVER_SCRIPT = """
 import ctypes, signal, sys
 from pathlib import Path
 ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import ServerPorts, TritonServer, edge_limits_for
 ports = ServerPorts(grpc=int(sys.argv[2]), http=int(sys.argv[3]), metrics=int(sys.argv[4]))
-server = TritonServer(Path(sys.argv[1]), ports, exit_timeout_s=5)
+# No per-client cap: the flood's callers all come from 127.0.0.1 and must reach Triton.
+edge = edge_limits_for(Path(sys.argv[1]), max_requests_per_client=1024)
+server = TritonServer(Path(sys.argv[1]), ports, exit_timeout_s=5, edge=edge)
 try:
     server.start()
     print("ready", "healthy" if server.healthy() else "unhealthy", flush=True)

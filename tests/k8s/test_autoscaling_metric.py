@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.k8s.rendering import K8S_DIR, one, render
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import ServerPorts, TritonServer, edge_limits_for
 from tvision_client import Client, UnavailableError
 from tvision_export.repository import ModelNames
 from tvision_export.samples import sample_photo
@@ -130,8 +130,11 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def idle_server(cpu_repository: Path) -> Iterator[TritonServer]:
-    """A server of its own: the session's shared one has traffic from other tests."""
-    with TritonServer(cpu_repository, ServerPorts.free()) as server:
+    """A server of its own: the session's shared one has traffic from other tests. Its
+    edge does not cap requests per client: all the callers come from 127.0.0.1, and they
+    must queue in Triton (tests/e2e/test_per_client_limit.py tests the cap)."""
+    edge = edge_limits_for(cpu_repository, max_requests_per_client=1024)
+    with TritonServer(cpu_repository, ServerPorts.free(), edge=edge) as server:
         yield server
 
 

@@ -13,7 +13,9 @@ with them. nginx is the common gRPC and HTTP proxy of this field (ingress-nginx,
   (HTTP bodies are buffered whole by nginx; a gRPC message is streamed, and one cut off at
   the limit is never complete, so Triton never parses it, nor copies it anywhere);
 - closes connections that send headers or a body too slowly, and idle ones, and caps the
-  requests in progress on each port.
+  requests in progress on each port and from each client address (``max_requests_per_client``:
+  a flood from one address, or a client drip-feeding bodies, holds at most that many; more
+  are answered 503, over gRPC ``UNAVAILABLE``).
 
 When it runs out of connections it closes the oldest idle ones ("reusing connections"),
 so one client holding thousands cannot lock others out. Probes use a health-only port
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from tvision.edge.config import (
     GRPC_RESOURCE_EXHAUSTED,
+    GRPC_UNAVAILABLE,
     HEALTH_PATHS_PATTERN,
     EdgeError,
     EdgeLimits,
@@ -44,6 +47,7 @@ from tvision.edge.process import Edge, nginx_binary
 
 __all__ = [
     "GRPC_RESOURCE_EXHAUSTED",
+    "GRPC_UNAVAILABLE",
     "HEALTH_PATHS_PATTERN",
     "K8S_CONFIGS",
     "K8S_EDGE_PORTS",

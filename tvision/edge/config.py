@@ -8,6 +8,9 @@ from pathlib import Path
 
 # What gRPC clients see for a body over the limit (8 is RESOURCE_EXHAUSTED).
 GRPC_RESOURCE_EXHAUSTED = 8
+# What they see for a request over the per-client cap (14 is UNAVAILABLE: the SDK retries
+# it with backoff, within its retry budget, as it does a full queue's).
+GRPC_UNAVAILABLE = 14
 
 
 class EdgeError(RuntimeError):
@@ -30,6 +33,17 @@ class EdgeLimits:
     # Far more than Triton's queues hold (the default export: 64 per model), and few
     # enough that nginx's buffers for all of them fit its memory: see stream_window_bytes.
     max_client_connections: int = 1024
+    # Requests in progress from one client address (nginx counts each HTTP/2 stream, so
+    # each gRPC call in flight); more are answered at once with 503 (gRPC UNAVAILABLE).
+    # What the CPU export serves at once (2 preprocessing instances x batches of 8), a
+    # quarter of the 64 the door (the intake model's queue) holds: one address flooding
+    # the server cannot fill the queues, and another client's request waits behind at most
+    # 16 of its requests. With 32, a flood of 1920x1080 images from one address cost a
+    # good client's calls up to 4.5 s on 2 cores; with 16, 3.3 s at most in four runs
+    # (tests/e2e/test_per_client_limit.py). Clients behind one NAT, or one ingress proxy,
+    # share an address and so this cap: raise it for such a deployment (a GPU export
+    # queues 512); the benchmarks raise it to their concurrency.
+    max_requests_per_client: int = 16
     # The HTTP/2 flow-control window of each gRPC request: how much of a body a client may
     # send before nginx acknowledges it (http2_body_preread_size). With nginx's default,
     # 64 KiB, a 560 KB image 200 ms away took 1.9 s (0.3 s straight to Triton); with 256
@@ -42,7 +56,7 @@ class EdgeLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "client_timeout_s", "idle_timeout_s",
-                     "max_client_connections", "stream_window_bytes",
+                     "max_client_connections", "max_requests_per_client", "stream_window_bytes",
                      "upstream_timeout_s"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -92,10 +106,14 @@ def render_config(
         f"request body over the limit of {limits.max_request_bytes} bytes that this server "
         "accepts (one image and its framing)"
     )
+    busy = (
+        f"over the limit of {limits.max_requests_per_client} requests in progress from one "
+        "client address (or of all clients on this port); retry later"
+    )
     return (
         _process_and_limits(limits, ports, work_dir, upstream_host, run_as)
-        + _grpc_server(limits, f"{listen_host}:{ports.grpc}", tls, too_large)
-        + _http_server(limits, f"{listen_host}:{ports.http}", too_large)
+        + _grpc_server(limits, f"{listen_host}:{ports.grpc}", tls, too_large, busy)
+        + _http_server(limits, f"{listen_host}:{ports.http}", too_large, busy)
         + ("" if ports.health is None else _health_server(listen_host, ports.health))
         + "}\n"
     )
@@ -133,6 +151,7 @@ http {{
     send_timeout {limits.client_timeout_s}s;
     keepalive_timeout {limits.idle_timeout_s}s;
     limit_conn_zone $server_port zone=per_port:1m;
+    limit_conn_zone $binary_remote_addr zone=per_client:10m;
     limit_conn_status 503;
     upstream triton_grpc {{
         server {upstream_host}:{ports.triton_grpc};
@@ -145,11 +164,15 @@ http {{
 """
 
 
-def _grpc_server(limits: EdgeLimits, listen: str, tls: EdgeTLS | None, too_large: str) -> str:
-    """The gRPC port: HTTP/2, TLS when given, RESOURCE_EXHAUSTED for a body over the limit."""
+def _grpc_server(
+    limits: EdgeLimits, listen: str, tls: EdgeTLS | None, too_large: str, busy: str
+) -> str:
+    """The gRPC port: HTTP/2, TLS when given, RESOURCE_EXHAUSTED for a body over the limit,
+    UNAVAILABLE for a request over the per-client (or per-port) cap."""
     return f"""    server {{
         listen {listen}{"" if tls is None else " ssl"} http2;
 {_grpc_tls(tls)}        limit_conn per_port {limits.max_client_connections};
+        limit_conn per_client {limits.max_requests_per_client};
         http2_body_preread_size {limits.stream_window_bytes};
         grpc_read_timeout {limits.upstream_timeout_s}s;
         grpc_send_timeout {limits.upstream_timeout_s}s;
@@ -161,6 +184,13 @@ def _grpc_server(limits: EdgeLimits, listen: str, tls: EdgeTLS | None, too_large
             default_type application/grpc;
             add_header grpc-status {GRPC_RESOURCE_EXHAUSTED} always;
             add_header grpc-message "{too_large}" always;
+            return 204;
+        }}
+        error_page 503 = @busy;
+        location @busy {{
+            default_type application/grpc;
+            add_header grpc-status {GRPC_UNAVAILABLE} always;
+            add_header grpc-message "{busy}" always;
             return 204;
         }}
     }}
@@ -191,11 +221,13 @@ def _grpc_tls(tls: EdgeTLS | None) -> str:
 """
 
 
-def _http_server(limits: EdgeLimits, listen: str, too_large: str) -> str:
-    """The HTTP port: HTTP/1.1 to Triton, a JSON 413 for a body over the limit."""
+def _http_server(limits: EdgeLimits, listen: str, too_large: str, busy: str) -> str:
+    """The HTTP port: HTTP/1.1 to Triton, a JSON 413 for a body over the limit, a JSON 503
+    for a request over the per-client (or per-port) cap."""
     return f"""    server {{
         listen {listen};
         limit_conn per_port {limits.max_client_connections};
+        limit_conn per_client {limits.max_requests_per_client};
         location / {{
             proxy_pass http://triton_http;
             proxy_http_version 1.1;
@@ -207,6 +239,11 @@ def _http_server(limits: EdgeLimits, listen: str, too_large: str) -> str:
         location @too_large {{
             default_type application/json;
             return 413 '{{"error":"{too_large}"}}';
+        }}
+        error_page 503 = @busy;
+        location @busy {{
+            default_type application/json;
+            return 503 '{{"error":"{busy}"}}';
         }}
     }}
 """

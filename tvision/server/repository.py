@@ -33,16 +33,17 @@ def served_repository(repository: str, endpoint_url: str | None) -> str | Path:
     return location.triton_uri()
 
 
-def edge_limits_for(repository: Path | str) -> EdgeLimits:
+def edge_limits_for(repository: Path | str, **given: int) -> EdgeLimits:
     """Edge limits whose body limit admits one image at the largest byte limit any model
-    in a local ``repository`` has; the default limits for a remote one."""
+    in a local ``repository`` has; the default limits for a remote one. ``given`` sets
+    other limits (``max_requests_per_client=...``)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     from tvision_export import contract
 
     if isinstance(repository, str) or not repository.is_dir():
-        return EdgeLimits()
+        return EdgeLimits(**given)
     limits = []
     for config_file in repository.glob("*/config.pbtxt"):
         try:
@@ -52,4 +53,4 @@ def edge_limits_for(repository: Path | str) -> EdgeLimits:
         value = config.parameters.get(contract.PARAM_MAX_IMAGE_BYTES)
         if value is not None and value.string_value.isdigit():
             limits.append(int(value.string_value))
-    return EdgeLimits.for_image_bytes(max(limits)) if limits else EdgeLimits()
+    return EdgeLimits.for_image_bytes(max(limits), **given) if limits else EdgeLimits(**given)
