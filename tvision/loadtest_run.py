@@ -15,7 +15,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tvision.edge import EdgeLimits
 from tvision.server import ServerPorts, TritonServer
+from tvision.server.repository import edge_limits_for
 
 
 def locust_command(
@@ -61,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra = [arg for arg in args.gate if arg != "--"]
     report = args.report or default_report()
-    with TritonServer(args.repository, ServerPorts.free()) as server:
+    # Every user runs on this machine, one address: the edge's per-client cap must admit
+    # them all (with room for a retry each), or the run measures the cap.
+    edge = edge_limits_for(
+        args.repository,
+        max_requests_per_client=max(EdgeLimits().max_requests_per_client, 2 * args.users),
+    )
+    with TritonServer(args.repository, ServerPorts.free(), edge=edge) as server:
         print(f"server ready on {server.grpc_url}; running Locust for {args.run_time}", flush=True)
         command = locust_command(
             server.grpc_url, args.users, args.spawn_rate, args.run_time,

@@ -1,7 +1,8 @@
 """``tvision serve --health-port`` end to end, through the real CLI: the launcher's own
 ``GET /ready`` and ``GET /live`` on the health port (README: "`tvision serve --health-port
 P` answers `GET /ready` with 503 from the death until the reload is done (Triton's own
-`/v2/health/ready` stays 200), and `GET /live`")."""
+`/v2/health/ready` stays 200), and `GET /live`"); and its ``--max-requests-per-client``
+reaching the edge."""
 
 from __future__ import annotations
 
@@ -27,11 +28,38 @@ def _status(url: str) -> int:
         return exc.code
 
 
+CAP = 2  # --max-requests-per-client, far below the default
+
+
+def _held_http_request(port: int) -> socket.socket:
+    """An HTTP inference request whose headers announce a 1 MB body that never comes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"POST /v2/models/efficientnet_lite0/infer HTTP/1.1\r\nHost: edge\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n{"
+    )
+    return sock
+
+
+def _refused_beyond_the_cap(http_port: int) -> str:
+    """Hold CAP requests from this address; the reply the next one gets at once."""
+    held = [_held_http_request(http_port) for _ in range(CAP)]
+    try:
+        time.sleep(1.0)  # nginx has read their headers and counts them
+        with _held_http_request(http_port) as extra:
+            extra.settimeout(5)  # a held request would time out here instead
+            return extra.recv(4096).decode(errors="replace")
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_serve_answers_ready_and_live_on_its_health_port(cpu_repository, tmp_path) -> None:
     (health_port,) = free_ports(1)
     serve, repository, ports, output = _start_serve(
-        cpu_repository, tmp_path, "--health-port", str(health_port)
-    )
+        cpu_repository, tmp_path, "--health-port", str(health_port),
+        "--max-requests-per-client", str(CAP),
+    )  # fmt: skip
     later: list[str] = []
     try:
         assert "ready:" in output, output
@@ -53,6 +81,10 @@ def test_serve_answers_ready_and_live_on_its_health_port(cpu_repository, tmp_pat
         assert _status(f"{health}/ready") == 200
         assert _status(f"{health}/live") == 200
         assert _status(f"{health}/metrics") == 404  # only the two paths
+        # The flag reaches the edge: a third request from this address is refused at once.
+        reply = _refused_beyond_the_cap(ports.http)
+        assert reply.startswith("HTTP/1.1 503"), reply
+        assert f"limit of {CAP} requests in progress from one client address" in reply
         # A stub killed for real: /ready says 503 until the reload is done, while Triton's
         # own readiness stays 200 and the launcher stays live.
         stub = next(

@@ -46,6 +46,7 @@ from tvision.bench.rounds import (
 )
 from tvision.edge import Edge, EdgeLimits, EdgePorts
 from tvision.server import EXEC_WRAPPER, ServerPorts, TritonServer, free_ports
+from tvision.server.repository import edge_limits_for
 
 # nginx's own http2_body_preread_size, the window the edge had before it set one.
 NGINX_DEFAULT_WINDOW = 64 * 1024
@@ -97,7 +98,10 @@ def run_edge_benchmark(
             progress("exporting the model")
             export_model(DEFAULT_SPEC, repository, ServingOptions())
         progress("starting tritonserver behind the edge")
-        with TritonServer(repository, ServerPorts.free()) as server:
+        # The callers share one address: the per-client cap must admit them all.
+        cap = max(EdgeLimits().max_requests_per_client, 2 * concurrency)
+        edge = edge_limits_for(repository, max_requests_per_client=cap)
+        with TritonServer(repository, ServerPorts.free(), edge=edge) as server:
             loads = _throughput(server, concurrency, rounds, duration_s, progress)
             large = _large_image()
             progress(f"one {len(large) / 1e6:.2f} MB image, {delay_s * 1000:.0f} ms away")

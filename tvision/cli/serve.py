@@ -10,7 +10,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from tvision.cli._common import DEFAULT_REPOSITORY, Subparsers, endpoint_argument, fail
+from tvision.cli._common import (
+    DEFAULT_REPOSITORY,
+    Subparsers,
+    endpoint_argument,
+    fail,
+    positive_int,
+)
+from tvision.edge.config import EdgeLimits
 from tvision.exit_codes import EXIT_COULD_NOT_RUN, EXIT_OK
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +60,12 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         help="also answer GET /ready (200 only while every model's stubs are alive) and "
         "GET /live on this port",
     )
+    parser.add_argument(
+        "--max-requests-per-client", type=positive_int, default=None, metavar="N",
+        help="requests in progress the edge admits from one client address; more are "
+        f"answered UNAVAILABLE (default: {EdgeLimits().max_requests_per_client}; raise it for "
+        "clients behind one proxy or NAT, or a load test from one machine)",
+    )  # fmt: skip
     _add_lockdown_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -89,7 +102,7 @@ def _add_lockdown_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tvision.server import ServerError, ServerPorts, TritonServer
-    from tvision.server.repository import served_repository
+    from tvision.server.repository import edge_limits_for, served_repository
     from tvision.server.security import lockdown_settings
     from tvision_export.snapshots import StoreError
 
@@ -99,9 +112,13 @@ def run(args: argparse.Namespace) -> int:
         admin_key, tls = lockdown_settings(
             args.admin_key_env, args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca
         )
+        given = {}
+        if args.max_requests_per_client is not None:
+            given["max_requests_per_client"] = args.max_requests_per_client
         server = TritonServer(
             repository, ports, address=args.address, admin_key=admin_key,
             open_admin_apis=args.open_admin_apis, tls=tls,
+            edge=edge_limits_for(repository, **given),
         )  # fmt: skip
         print(f"starting tritonserver on {args.repository} ...", file=sys.stderr)
         stop = _stop_on_signals()
