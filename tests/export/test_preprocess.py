@@ -219,3 +219,21 @@ def test_crop_box_resize_and_plain_resize_agree_within_one_level() -> None:
     data = sample_photo("china").path.read_bytes()
     difference = np.abs(fast.decode(data).astype(int) - plain.decode(data).astype(int))
     assert difference.max() <= 1
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP", "BMP"])
+def test_an_image_sent_as_base64_text_is_named_so(image_format) -> None:
+    """A client that put the file into JSON as text sends base64: say so, and what to do."""
+    import base64
+
+    text = base64.b64encode(encode(photo(), image_format))
+    with pytest.raises(ImageRejected, match=r"base64 text.*binary data") as raised:
+        make_preprocessor().decode(text)
+    assert "not a recognised image" in str(raised.value)
+    data_url = b"data:image/jpeg;base64," + base64.b64encode(encode(photo(), "JPEG"))
+    with pytest.raises(ImageRejected, match="base64 text"):
+        make_preprocessor().decode(data_url)
+    # Other bytes that are not an image get no such hint.
+    with pytest.raises(ImageRejected) as plain:
+        make_preprocessor().decode(b"hello world")
+    assert "base64" not in str(plain.value)

@@ -49,6 +49,26 @@ class ImageRejected(Exception):
     """An image that cannot be turned into a model input; the message goes to the client."""
 
 
+# How JPEG, PNG, WebP and BMP files begin once base64-encoded, and a data URL's prefix:
+# what a client that put the file into JSON as text sends instead of its bytes.
+BASE64_IMAGE_PREFIXES = (b"/9j/", b"iVBORw0KGgo", b"UklGR", b"Qk", b"data:image/")
+
+
+def _not_an_image(data: bytes, where: str) -> str:
+    """Why ``data`` is not an image, with a hint when it is base64 text of one."""
+    message = (
+        f"{where}: not a recognised image ({len(data)} bytes, starts with {data[:8]!r}); "
+        "expected JPEG, PNG, WebP or BMP"
+    )
+    if data.lstrip().startswith(BASE64_IMAGE_PREFIXES):
+        message += (
+            "; these bytes are base64 text, which Triton passes on undecoded: send the "
+            "file's bytes as binary data (tritonclient's binary_data=True, or Triton's "
+            "binary tensor extension over HTTP)"
+        )
+    return message
+
+
 class ImagePreprocessor:
     """Decode, convert to RGB, resize the short side, center-crop, normalise.
 
@@ -176,10 +196,7 @@ class ImagePreprocessor:
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
-            raise ImageRejected(
-                f"{where}: not a recognised image ({len(data)} bytes, starts with "
-                f"{bytes(data[:8])!r}); expected JPEG, PNG, WebP or BMP"
-            ) from exc
+            raise ImageRejected(_not_an_image(bytes(data), where)) from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageRejected(f"{where}: corrupt or truncated image header: {exc}") from exc
         if image.format not in ACCEPTED_FORMATS:
