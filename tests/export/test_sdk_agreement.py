@@ -19,3 +19,12 @@ def test_the_sdks_default_model_is_the_exporters_default_spec() -> None:
 
 def test_the_sdk_reads_the_image_limit_under_the_contracts_name() -> None:
     assert MAX_IMAGE_BYTES_PARAMETER == contract.PARAM_MAX_IMAGE_BYTES
+
+
+def test_two_default_batches_from_one_address_fit_the_edges_per_client_cap() -> None:
+    """classify_batch keeps max_concurrency calls in flight; the server's edge refuses more
+    than max_requests_per_client from one address. Two batches at the default must fit."""
+    from tvision.edge import EdgeLimits
+    from tvision_client._core import DEFAULT_MAX_CONCURRENCY
+
+    assert EdgeLimits().max_requests_per_client >= 2 * DEFAULT_MAX_CONCURRENCY
