@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import ROOT
 from tvision import loadtest_run
+from tvision.edge import EdgeLimits
 from tvision.loadtest_run import locust_command
 from tvision.server import TritonServer
 
@@ -182,8 +183,9 @@ def test_make_loadtest_gives_each_run_a_report_of_its_own(tmp_path, monkeypatch)
     class FakeServer:
         grpc_url, metrics_url = "127.0.0.1:1", "http://127.0.0.1:2/metrics"
 
-        def __init__(self, *_args: object) -> None:
-            pass
+        def __init__(self, *_args: object, edge: EdgeLimits) -> None:
+            # All users run on this machine: the edge must admit them all from one address.
+            caps.append(edge.max_requests_per_client)
 
         def __enter__(self) -> FakeServer:
             return self
@@ -192,6 +194,7 @@ def test_make_loadtest_gives_each_run_a_report_of_its_own(tmp_path, monkeypatch)
             pass
 
     reports: list[str] = []
+    caps: list[int] = []
 
     def run(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
         report = Path(command[command.index("--report") + 1])
@@ -206,6 +209,7 @@ def test_make_loadtest_gives_each_run_a_report_of_its_own(tmp_path, monkeypatch)
     for _ in range(2):
         assert loadtest_run.main(["--repository", "repo", "--", "--slo-p99-ms", "2000"]) == 0
     assert len(set(reports)) == 2, reports
+    assert caps == [32, 32]  # twice the 16 users, the default
     for report in reports:
         assert re.fullmatch(r"bench-results/loadtest-\d{8}-\d{6}(-2)?\.html", report), report
     assert all((tmp_path / report).exists() for report in reports)
