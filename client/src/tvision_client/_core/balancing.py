@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 # How long an endpoint that just failed a call is passed over by the next calls.
 ENDPOINT_COOL_DOWN_S = 1.0
+ENDPOINT_COOL_DOWN_MAX_S = 4.0
 
 
 class LeastOutstanding:
@@ -60,10 +61,27 @@ class EndpointCoolDown:
         self._clock = clock
         self._lock = threading.Lock()
         self._until: dict[int, float] = {}
+        self._streak: dict[int, int] = {}
 
     def failed(self, endpoint: int) -> None:
+        """Pass ``endpoint`` over for ENDPOINT_COOL_DOWN_S; for twice as long each time it
+        fails again right after its cool-down ended (a dead or black-holed replica, whose
+        every probe would cost a retry from the budget), up to ENDPOINT_COOL_DOWN_MAX_S.
+        Failures while it cools (calls already in flight) do not lengthen it."""
         with self._lock:
-            self._until[endpoint] = self._clock() + ENDPOINT_COOL_DOWN_S
+            now = self._clock()
+            until = self._until.get(endpoint)
+            streak = self._streak.get(endpoint, 0)
+            if until is not None and now < until:
+                return
+            if until is None or now - until > ENDPOINT_COOL_DOWN_S:
+                streak = 0  # it served, or nobody asked, in between: start again
+            else:
+                streak += 1
+            self._streak[endpoint] = streak
+            self._until[endpoint] = now + min(
+                ENDPOINT_COOL_DOWN_MAX_S, ENDPOINT_COOL_DOWN_S * 2**streak
+            )
 
     def cooling(self) -> set[int]:
         now = self._clock()
