@@ -179,21 +179,21 @@ def _grpc_server(
         location / {{
             grpc_pass grpc://triton_grpc;
         }}
-        error_page 413 = @too_large;
-        location @too_large {{
+{_grpc_status_page("413", "too_large", GRPC_RESOURCE_EXHAUSTED, too_large)}\
+{_grpc_status_page("503", "busy", GRPC_UNAVAILABLE, busy)}    }}
+"""
+
+
+def _grpc_status_page(codes: str, name: str, grpc_status: int, message: str) -> str:
+    """nginx's own HTTP ``codes`` answered as a gRPC client reads them: ``grpc_status``
+    and ``message`` in the headers of an empty reply."""
+    return f"""        error_page {codes} = @{name};
+        location @{name} {{
             default_type application/grpc;
-            add_header grpc-status {GRPC_RESOURCE_EXHAUSTED} always;
-            add_header grpc-message "{too_large}" always;
+            add_header grpc-status {grpc_status} always;
+            add_header grpc-message "{message}" always;
             return 204;
         }}
-        error_page 503 = @busy;
-        location @busy {{
-            default_type application/grpc;
-            add_header grpc-status {GRPC_UNAVAILABLE} always;
-            add_header grpc-message "{busy}" always;
-            return 204;
-        }}
-    }}
 """
 
 
@@ -211,14 +211,7 @@ def _grpc_tls(tls: EdgeTLS | None) -> str:
     reason = "a client certificate signed by the server's CA is required"
     return f"""{lines}        ssl_client_certificate {tls.client_ca};
         ssl_verify_client on;
-        error_page 495 496 = @no_client_certificate;
-        location @no_client_certificate {{
-            default_type application/grpc;
-            add_header grpc-status 16 always;
-            add_header grpc-message "{reason}" always;
-            return 204;
-        }}
-"""
+{_grpc_status_page("495 496", "no_client_certificate", 16, reason)}"""
 
 
 def _http_server(limits: EdgeLimits, listen: str, too_large: str, busy: str) -> str:
