@@ -43,8 +43,10 @@ def _store(endpoint: str, bucket: str) -> snapshots.StoreLocation:
     return root
 
 
-def _tvision(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    completed = run_tvision(*args, timeout_s=timeout_s, cwd=ROOT)
+def _tvision(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    completed = run_tvision(*args, timeout_s=timeout_s, cwd=ROOT, env=env)
     assert SECRET not in completed.stdout + completed.stderr  # credentials are never printed
     return completed
 

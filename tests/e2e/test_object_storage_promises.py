@@ -13,29 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_tvision
+from tests.e2e.test_object_storage import _store, _tvision
 from tvision_export import snapshots
 from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.spec import DEFAULT_SPEC
 
 pytestmark = pytest.mark.e2e
-
-SECRET = "tvision-test-secret-never-printed"
-
-
-def _store(endpoint: str, bucket: str) -> snapshots.StoreLocation:
-    root = snapshots.StoreLocation(bucket, "models/prod", endpoint)
-    fs = snapshots.filesystem(root)
-    if not fs.exists(bucket):
-        fs.mkdir(bucket)
-    return root
-
-
-def _tvision(*args: str, env: dict[str, str] | None = None, timeout_s: float = 300):
-    completed = run_tvision(*args, timeout_s=timeout_s, cwd=ROOT, env=env)
-    assert SECRET not in completed.stdout + completed.stderr
-    return completed
 
 
 def _make_incomplete(location: snapshots.StoreLocation) -> None:
