@@ -171,11 +171,13 @@ def test_a_flood_of_the_largest_images_is_served_or_shed(
 def test_control_a_small_dev_shm_runs_out_under_the_same_flood(
     cpu_repository, largest_image, tmp_path
 ) -> None:
-    outcomes, log, _, healthy = _flood_with_shm(
+    outcomes, _, _, healthy = _flood_with_shm(
         cpu_repository, CONTROL_SHM_BYTES, largest_image, tmp_path
     )
     print(f"/dev/shm 96 MiB: {outcomes}")
     # Readiness said so before the flood: this server cannot serve the worst case.
     assert not healthy
-    internal = sum(count for key, count in outcomes.items() if key.startswith("INTERNAL"))
-    assert internal > 0 and SHM_FAILURE in log, outcomes
+    # The callers are told why (Triton's log may not have flushed the stub's line yet:
+    # on one fresh clone the errors reached all 194 callers and not the log tail).
+    internal = {key: count for key, count in outcomes.items() if key.startswith("INTERNAL")}
+    assert internal and all(SHM_FAILURE in key for key in internal), outcomes
