@@ -80,6 +80,10 @@ def test_serve_reports_its_ports_and_leaves_no_stub_behind(
         assert len(_processes_serving(repository)) >= 2
         serve.send_signal(stop_signal)
         assert serve.wait(timeout=60) == 0
+        # Triton exits 0 only if nothing held it to its exit timeout: the edge had to let
+        # go of its upstream connections (the HTTP requests above opened them) first.
+        assert serve.stderr is not None
+        assert "stopped (tritonserver exit code 0)" in serve.stderr.read()
         assert _wait_until_gone(repository, timeout_s=10) == []
     finally:
         if serve.poll() is None:  # a failed assertion: still stop the server gracefully

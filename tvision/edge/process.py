@@ -106,13 +106,14 @@ class Edge:
                 return False
         return True
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """nginx's graceful stop: requests in flight finish (for up to ``timeout_s``)."""
         process = self.process
         if process is not None:
             if process.poll() is None:
-                process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
+                process.send_signal(signal.SIGQUIT)
                 try:
-                    process.wait(timeout=10)
+                    process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()

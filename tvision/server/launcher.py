@@ -339,6 +339,12 @@ class TritonServer:
             self.watchdog = None
         wait_s = timeout_s if timeout_s is not None else self.exit_timeout_s + 10
         stale_instances = len([heal for heal in healed if heal.recovered_s is not None])
+        # The door closes first: nginx's graceful stop lets the requests in flight finish
+        # and then closes its idle upstream connections, which Triton would otherwise wait
+        # on for the whole exit timeout (and then exit 1) once any request had passed.
+        if self.edge is not None:
+            self.edge.stop(timeout_s=wait_s)
+            self.edge = None
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + wait_s
@@ -352,9 +358,6 @@ class TritonServer:
         # Stubs normally exit with the server; any that did not are in its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        if self.edge is not None:
-            self.edge.stop()
-            self.edge = None
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
