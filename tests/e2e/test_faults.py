@@ -286,7 +286,7 @@ def _without_intake(repository: Path) -> None:
     shutil.rmtree(repository / names.intake)
 
 
-def _poison_beside_goods(server: TritonServer, rounds: int = 20) -> tuple[int, int, list[str]]:
+def _poison_beside_goods(server: TritonServer, rounds: int = 10) -> tuple[int, int, list[str]]:
     """Each round: one malformed request and 8 good ones at once. Returns (good sent, good
     failed, the malformed requests' status codes)."""
     channel = grpc.insecure_channel(server.grpc_url)
@@ -347,7 +347,7 @@ def test_a_malformed_tensor_fails_only_its_own_request(
         assert poison_codes == ["INVALID_ARGUMENT"] * len(poison_codes)
         note = f"{len(poison_codes)} malformed requests rejected"
     fault_table.append(
-        FaultRow(f"malformed tensor + 8 good x20: {case}", good_sent, good_failed,
+        FaultRow(f"malformed tensor + 8 good x10: {case}", good_sent, good_failed,
                  note=note)
     )  # fmt: skip
 
