@@ -27,3 +27,40 @@ def blocks(heading: str, language: str, containing: str = "") -> list[str]:
 def one_block(heading: str, language: str, containing: str = "") -> str:
     (block,) = blocks(heading, language, containing)
     return block
+
+
+def text() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def shell_blocks() -> list[str]:
+    """Every fenced ``sh`` block in the README, in order."""
+    return re.findall(r"^```sh\n(.*?)^```", text(), re.DOTALL | re.MULTILINE)
+
+
+def commands(block: str) -> list[list[str]]:
+    """The simple commands of a shell block as argument lists: continued lines joined (a
+    trailing backslash or pipe), comments dropped, split at ``|``, ``&&``, ``;`` and
+    braces, leading ``NAME=value`` assignments left out."""
+    import shlex
+
+    found: list[list[str]] = []
+    for line in re.sub(r"(\\|\|)[ \t]*\n", r" \1 ", block).replace("\\ ", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|(){}")
+        lexer.whitespace_split = True
+        current: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in {"|", "||", "&&", ";", "(", ")", "{", "}"}:
+                found.append(current)
+                current = []
+            elif current or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", token):
+                current.append(token)  # (an assignment before a command is not its name)
+    return [command for command in found if command]
+
+
+INLINE_COMMAND = re.compile(r"`((?:\.venv/bin/)?tvision(?:-loadtest)? [^`]*)`")
+
+
+def inline_commands() -> list[str]:
+    """Commands quoted inline in the prose, such as `tvision serve --health-port P`."""
+    return INLINE_COMMAND.findall(text())

@@ -1,0 +1,190 @@
+"""Every command the README shows, checked against the real command lines, so that a
+command that no longer exists or a flag that changed fails the suite: each ``tvision``
+and ``tvision-loadtest`` command is parsed by the program's own parser, each ``make``
+target must exist (and the gate flags ``make loadtest`` passes on must parse), each path
+into the repository must exist, and the by-hand install must name files and extras that
+exist. Programs that cannot run here (a cluster, a registry) may appear only in a section
+that says so. Blocks that can run are run: tests/e2e/test_readme_*.py, the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+from importlib.metadata import metadata
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests import readme
+from tests.helpers import ROOT
+from tvision.cli import build_parser
+
+# Run by the commands around them or by tests/e2e/test_readme_http.py (the curl block).
+SHELL = {"cd", "echo", "printf", "stat", "cat", "python3", "curl"}
+# Nothing here can run these: no cluster and no registry on this machine. tests/k8s
+# renders, validates and policy-checks the manifests they would apply.
+NEEDS_A_CLUSTER = {"docker", "kubectl", "kustomize", "helm"}
+SAYS_IT_IS_NOT_RUN = "Nothing here has been applied to a cluster (there is none on this machine)"
+
+
+def _all_commands() -> list[tuple[str, list[str]]]:
+    """(the section's heading, argv) for every command in every ``sh`` block."""
+    found = []
+    for heading in re.findall(r"^## (.+)$", readme.text(), re.MULTILINE):
+        for block in readme.blocks(heading, "sh"):
+            found += [(heading, argv) for argv in readme.commands(block)]
+    return found
+
+
+COMMANDS = _all_commands()
+
+
+def _program(argv: list[str]) -> str:
+    return Path(argv[0]).name
+
+
+def _parse_error(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """argparse's complaint about ``argv`` (None if it parses). argparse exits on an
+    error; its message is kept by replacing the parser's error method."""
+
+    class Refused(Exception):
+        pass
+
+    def refuse(message: str) -> NoReturn:
+        raise Refused(message)
+
+    # Each subcommand's parser complains through its own error method.
+    for each in [parser, *_subparsers(parser).values()]:
+        each.error = refuse  # type: ignore[method-assign]
+    try:
+        parser.parse_args(argv)
+    except Refused as exc:
+        return str(exc)
+    return None
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {inner}": p for inner, p in _subparsers(sub).items()})
+    return found
+
+
+def _loadtest_parser() -> argparse.ArgumentParser:
+    """Locust's parser with the tvision options, as ``tvision-loadtest`` runs it."""
+    from locust.argument_parser import get_parser
+
+    from tvision_loadtest import flags
+
+    parser = get_parser()
+    flags.add_arguments(parser)
+    return parser
+
+
+def _loadtest_args(argv: list[str]) -> list[str]:
+    from tvision_loadtest.cli import locust_argv
+
+    return locust_argv(argv)[1:]  # without the program name
+
+
+def test_the_readme_shows_commands_of_every_kind() -> None:
+    """The collection works: the commands below are found (a README rewritten into
+    another shape would otherwise check nothing)."""
+    programs = {_program(argv) for _, argv in COMMANDS}
+    assert {"tvision", "tvision-loadtest", "make", "pip", "kubectl"} <= programs, programs
+    assert sum(_program(argv) == "tvision" for _, argv in COMMANDS) >= 15
+
+
+@pytest.mark.parametrize(
+    "argv", [argv for _, argv in COMMANDS if _program(argv) == "tvision"], ids=" ".join
+)
+def test_each_tvision_command_parses(argv: list[str]) -> None:
+    assert _parse_error(build_parser(), argv[1:]) is None, argv
+
+
+@pytest.mark.parametrize(
+    "argv", [argv for _, argv in COMMANDS if _program(argv) == "tvision-loadtest"],
+    ids=" ".join,
+)  # fmt: skip
+def test_each_loadtest_command_parses(argv: list[str]) -> None:
+    assert _parse_error(_loadtest_parser(), _loadtest_args(argv[1:])) is None, argv
+
+
+def _make_targets() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, re.MULTILINE))
+
+
+@pytest.mark.parametrize(
+    "argv", [argv for _, argv in COMMANDS if _program(argv) == "make"], ids=" ".join
+)
+def test_each_make_command_names_a_target_and_passes_flags_that_parse(argv: list[str]) -> None:
+    targets = [arg for arg in argv[1:] if "=" not in arg]
+    assert targets and set(targets) <= _make_targets(), (targets, sorted(_make_targets()))
+    for assignment in (arg for arg in argv[1:] if arg.startswith("LOADTEST_GATE=")):
+        gate = assignment.removeprefix("LOADTEST_GATE=").split()
+        assert _parse_error(_loadtest_parser(), _loadtest_args(gate)) is None, gate
+
+
+def test_inline_commands_name_subcommands_and_flags_that_exist() -> None:
+    """`tvision serve --health-port P` in the prose: the subcommand and each flag exist
+    (`tvision bench*` names the bench commands, `tvision repo push/list/gc` three)."""
+    commands = _subparsers(build_parser())
+    loadtest_flags = set(_loadtest_parser()._option_string_actions) | {"--ramp"}
+    wrong = []
+    for quoted in readme.inline_commands():
+        words = quoted.split()
+        flags = [word.strip("[]|") for word in words if word.strip("[]|").startswith("--")]
+        if _program(words) == "tvision-loadtest":
+            wrong += [(quoted, flag) for flag in flags if flag not in loadtest_flags]
+            continue
+        if words[1] == "...":
+            continue
+        command = words[1].rstrip("*")
+        names = [command]
+        if len(words) > 2 and f"{command} {words[2].split('/')[0]}" in commands:
+            names = [f"{command} {name}" for name in words[2].split("/")]
+        for name in names:
+            if name not in commands:
+                wrong.append((quoted, name))
+            else:
+                options = commands[name]._option_string_actions
+                wrong += [(quoted, flag) for flag in flags if flag not in options]
+    assert wrong == []
+
+
+def test_every_path_into_the_repository_exists() -> None:
+    missing = [(argv, arg) for _, argv in COMMANDS for arg in argv
+               if arg.startswith(("k8s/", "./")) and not (ROOT / arg).exists()]  # fmt: skip
+    assert missing == []
+
+
+def test_the_by_hand_install_names_constraint_files_packages_and_extras_that_exist() -> None:
+    (install,) = [argv for _, argv in COMMANDS if _program(argv) == "pip"]
+    pairs = list(itertools.pairwise(install))
+    constraints = [value for flag, value in pairs if flag == "-c"]
+    editables = [value for flag, value in pairs if flag == "-e"]
+    assert constraints and all((ROOT / path).is_file() for path in constraints), constraints
+    for editable in editables:
+        path, _, extras = editable.partition("[")
+        pyproject = (ROOT / path / "pyproject.toml").read_text(encoding="utf-8")
+        name = re.search(r'^name = "(.+)"$', pyproject, re.MULTILINE)
+        assert name, f"{path}/pyproject.toml names no project"
+        declared = metadata(name[1]).get_all("Provides-Extra") or []  # as installed
+        assert set(filter(None, extras.rstrip("]").split(","))) <= set(declared), editable
+    # Every local package the dev extra pulls in is installed editable by the same line.
+    assert {"./client", "./loadtest", ".[dev]"} <= set(editables), editables
+
+
+def test_programs_that_cannot_run_here_appear_only_where_the_readme_says_so() -> None:
+    known = {"tvision", "tvision-loadtest", "make", "pip"} | SHELL | NEEDS_A_CLUSTER
+    assert {_program(argv) for _, argv in COMMANDS} <= known
+    for heading, argv in COMMANDS:
+        if _program(argv) in NEEDS_A_CLUSTER:
+            assert SAYS_IT_IS_NOT_RUN in readme.section(heading), (heading, argv)
