@@ -66,14 +66,15 @@ def container_environment(
     documents: list[dict[str, Any]], container: dict[str, Any], secrets: dict[str, str]
 ) -> dict[str, str]:
     """The environment Kubernetes would give ``container``: envFrom ConfigMaps, then env
-    (values, ConfigMap keys, and Secret keys looked up as ``"<secret>/<key>"`` in
-    ``secrets``, the values an operator would have created)."""
+    in order (values, with ``$(NAME)`` expanded from the variables before them; ConfigMap
+    keys; and Secret keys looked up as ``"<secret>/<key>"`` in ``secrets``, the values an
+    operator would have created)."""
     environment: dict[str, str] = {}
     for source in container.get("envFrom", []):
         environment.update(config_map_data(documents, source["configMapRef"]["name"]))
     for variable in container.get("env", []):
         if "value" in variable:
-            environment[variable["name"]] = variable["value"]
+            environment[variable["name"]] = expand(variable["value"], environment)
             continue
         reference = variable["valueFrom"]
         if "secretKeyRef" in reference:

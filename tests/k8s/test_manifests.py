@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import kubernetes_validate
 import pytest
 
@@ -12,6 +14,7 @@ from tests.k8s.rendering import (
     OVERLAYS,
     by_kind,
     config_map_data,
+    container_environment,
     one,
     render,
     triton_container,
@@ -134,7 +137,8 @@ def test_the_repository_arrives_by_itself(target) -> None:
     assert "--model-repository=$(TVISION_MODEL_REPOSITORY)" in container["args"]
     (source,) = container["envFrom"]
     data = config_map_data(documents, source["configMapRef"]["name"])
-    repository = data["TVISION_MODEL_REPOSITORY"]
+    no_secrets: dict[str, str] = defaultdict(str)  # the Secrets' values do not matter here
+    repository = container_environment(documents, container, no_secrets)["TVISION_MODEL_REPOSITORY"]
     pod = one(documents, "Deployment")["spec"]["template"]["spec"]
     if repository.startswith("s3://"):
         names = {v["name"] for v in container["env"]}
@@ -142,9 +146,13 @@ def test_the_repository_arrives_by_itself(target) -> None:
         assert "/snapshots/" in repository
     else:
         (init,) = pod["initContainers"]
-        assert data["TVISION_SNAPSHOT_SOURCE"].startswith("s3://")
-        # Both keys name the same snapshot.
-        assert data["TVISION_SNAPSHOT_SOURCE"].rsplit("/", 1)[1] == repository.rsplit("/", 1)[1]
+        copied_from = container_environment(documents, init, no_secrets)["TVISION_SNAPSHOT_SOURCE"]
+        # The overlay names the snapshot once; both containers' paths are made from it.
+        overlay = (K8S_DIR / target / "kustomization.yaml").read_text()
+        assert overlay.count(data["TVISION_SNAPSHOT_ID"]) == 1
+        assert copied_from.startswith("s3://") and "/snapshots/" in copied_from
+        assert copied_from.rsplit("/", 1)[1] == repository.rsplit("/", 1)[1]
+        assert repository.rsplit("/", 1)[1] == data["TVISION_SNAPSHOT_ID"]
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert repository.startswith(mounts["/models"]["mountPath"] + "/")
         assert mounts["/models"]["readOnly"] is True

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Copy one repository snapshot from object storage onto the shared volume, once.
-#   TVISION_SNAPSHOT_SOURCE  s3://BUCKET/PREFIX/snapshots/DIGEST (what `tvision repo push` prints)
+#   TVISION_SNAPSHOT_SOURCE  s3://BUCKET/PREFIX/snapshots/DIGEST (what `tvision repo push` prints;
+#                            the init container's env makes it from the overlay's STORE and ID)
 #   AWS_ENDPOINT_URL         optional, for S3-compatible stores (read by the AWS CLI)
 #   TVISION_REPOSITORY_DIR   the volume's mount path (default /models)
 # The copy goes to a directory of this pod's own and is renamed into place only when the
