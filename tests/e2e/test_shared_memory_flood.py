@@ -178,6 +178,8 @@ def test_control_a_small_dev_shm_runs_out_under_the_same_flood(
     # Readiness said so before the flood: this server cannot serve the worst case.
     assert not healthy
     # The callers are told why (Triton's log may not have flushed the stub's line yet:
-    # on one fresh clone the errors reached all 194 callers and not the log tail).
-    internal = {key: count for key, count in outcomes.items() if key.startswith("INTERNAL")}
-    assert internal and all(SHM_FAILURE in key for key in internal), outcomes
+    # on one fresh clone the errors reached 194 callers and not the log tail). Requests
+    # the stub could not answer for want of memory may end in other INTERNAL errors too.
+    others = [key for key in outcomes if key not in ("OK", "UNAVAILABLE")]
+    assert all(key.startswith("INTERNAL") for key in others), outcomes
+    assert any(SHM_FAILURE in key for key in outcomes), outcomes
