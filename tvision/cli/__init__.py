@@ -12,6 +12,7 @@ from tvision.cli import (
     bench,
     classify,
     demo,
+    evaluate,
     export,
     fidelity,
     gpu_check,
@@ -24,7 +25,19 @@ from tvision.cli import (
 __all__ = ["build_parser", "main"]
 
 # In the order ``tvision --help`` lists them.
-COMMAND_GROUPS = (export, serve, classify, demo, bench, repo, validate, fidelity, plan, gpu_check)
+COMMAND_GROUPS = (
+    export,
+    serve,
+    classify,
+    demo,
+    bench,
+    repo,
+    validate,
+    evaluate,
+    fidelity,
+    plan,
+    gpu_check,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
