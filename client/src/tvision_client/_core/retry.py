@@ -157,9 +157,13 @@ class RetryingCall:
             budget.record_call()
 
     def avoid(self) -> set[int]:
-        """Endpoints this attempt should not use: those that failed it or cool down."""
+        """Endpoints this attempt should not use: those that failed it or cool down. When
+        that is every endpoint, only those that failed it: a cool-down is other calls'
+        evidence, this call's failures its own (with one replica black-holed and the other
+        cooling after one slow attempt, a retry went back to the dead one)."""
         cooling = self._cool_down.cooling() if self._cool_down is not None else set()
-        return self.failed_endpoints | cooling
+        both = self.failed_endpoints | cooling
+        return both if len(both) < self._endpoints else set(self.failed_endpoints)
 
     def begin_attempt(self, endpoint: int) -> float:
         """Count an attempt on ``endpoint``; the gRPC timeout, in seconds, to give it."""
