@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from tvision.edge import EdgeTLS
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import ServerPorts, TritonServer, edge_limits_for
 from tvision_client import (
     AsyncClient,
     AuthenticationError,
@@ -315,7 +315,10 @@ def test_overload_is_rejected_fast_with_a_named_reason(default_source, tmp_path)
     options = ServingOptions(max_queue_size=1, preprocess_instances=1, classifier_instances=1)
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     big = sample_photo("chelsea").path.read_bytes()  # a PNG: the slowest to decode
-    with TritonServer(repository, ServerPorts.free()) as server:
+    # 24 callers from one address: above the edge's per-client cap (16), whose 503 names
+    # another reason; the queue's rejection is what this test is about.
+    edge = edge_limits_for(repository, max_requests_per_client=64)
+    with TritonServer(repository, ServerPorts.free(), edge=edge) as server:
         with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=60) as client:
             client.model_info()
 
