@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from tvision_export import contract
+from tvision_export import contract, quality
 from tvision_export.options import ServingOptions
 
 # The TensorRT engine cache inside the container; the gpu component mounts a volume here.
@@ -195,13 +195,18 @@ def classifier_config(
     onnx_input: str,
     onnx_output: str,
     input_dims: list[int],
-    num_classes: int,
+    labels: list[str],
     options: ServingOptions,
 ) -> dict[str, Any]:
-    """The ensemble's last step: ONNX Runtime in the python backend on the cpu target, the
-    onnxruntime backend on KIND_GPU (with TensorRT FP16 when asked) on the gpu target."""
+    """The ensemble's last step: ONNX Runtime in the python backend on the cpu target (with
+    the prediction metrics), the onnxruntime backend on KIND_GPU (with TensorRT FP16 when
+    asked) on the gpu target.
+
+    Raises:
+        quality.QualityReferenceError: the options' quality reference does not fit.
+    """
     runtime = (
-        _classifier_on_cpu(options)
+        _classifier_on_cpu(options, labels)
         if options.target == "cpu"
         else _classifier_on_gpu(onnx_input, input_dims, options)
     )
@@ -214,7 +219,7 @@ def classifier_config(
             {
                 "name": onnx_output,
                 "data_type": "TYPE_FP32",
-                "dims": [num_classes],
+                "dims": [len(labels)],
                 "label_filename": contract.LABELS_FILE,
             }
         ],
@@ -240,7 +245,7 @@ def _classifier_warmup(
     ]
 
 
-def _classifier_on_cpu(options: ServingOptions) -> dict[str, Any]:
+def _classifier_on_cpu(options: ServingOptions, labels: list[str]) -> dict[str, Any]:
     return {
         "backend": "python",
         "instance_group": [{"kind": "KIND_CPU", "count": options.classifier_instances}],
@@ -248,6 +253,10 @@ def _classifier_on_cpu(options: ServingOptions) -> dict[str, Any]:
             {
                 contract.PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
                 contract.PARAM_ALLOW_SPINNING: contract.encode_bool(options.allow_spinning),
+                contract.PARAM_PREDICTION_METRICS: contract.encode_bool(options.prediction_metrics),
+                **quality.classifier_parameters(
+                    labels, options.low_confidence, options.quality_reference
+                ),
             }
         ),
     }

@@ -49,6 +49,8 @@ MANIFEST_FILE = "manifest.json"
 MODEL_PY_FILE = "model.py"
 MODEL_ONNX_FILE = "model.onnx"
 CONTRACT_FILE = "contract.py"
+# The classifier's prediction metrics, copied beside its ``model.py`` (cpu target).
+PREDICTION_METRICS_FILE = "prediction_metrics.py"
 # A real photo under ``<preprocess model>/warmup/``, decoded at load so the first request is warm.
 WARMUP_DIR = "warmup"
 WARMUP_IMAGE_FILE = "sample_image"
@@ -71,6 +73,11 @@ PARAM_DECODE = "decode"
 # Classifier model on the cpu target.
 PARAM_INTRA_OP_THREADS = "intra_op_num_threads"
 PARAM_ALLOW_SPINNING = "allow_spinning"
+# Classifier model: what its prediction metrics watch (``prediction_metrics.py``).
+PARAM_PREDICTION_METRICS = "prediction_metrics"
+PARAM_LOW_CONFIDENCE = "low_confidence_below"
+PARAM_WATCHED_CLASSES = "watched_classes"
+PARAM_QUALITY_REFERENCE = "quality_reference"
 # Any model, set only by the server's stub watchdog: no model reads it; changing it is what
 # makes Triton reload a model (tvision/server/watchdog.py).
 PARAM_RELOAD = "tvision_reload"
@@ -82,6 +89,23 @@ PARAM_RELOAD = "tvision_reload"
 DECODE_HEADROOM: dict[str, int] = {"exact": 0, "draft-4x": 4, "draft-3x": 3, "draft-2x": 2}
 # The fastest strategy that meets the fidelity bound on the broad photo set (README).
 DEFAULT_DECODE = "draft-3x"
+
+# -- prediction metrics ----------------------------------------------------------------------
+
+# Triton custom metrics the classifier exports on the metrics port, labelled by the
+# ensemble's name (``model``) and version (README, "Watching predictions in production").
+METRIC_TOP1 = "tvision_top1_probability"  # histogram of each prediction's top-1 probability
+METRIC_PREDICTIONS = "tvision_predictions_total"  # counter per predicted class (``class``)
+METRIC_LOW_CONFIDENCE = "tvision_low_confidence_total"  # top-1 under the export's threshold
+# Gauges of the reference recorded by ``tvision evaluate --save-reference``.
+METRIC_REFERENCE_SHARE = "tvision_reference_class_share"
+METRIC_REFERENCE_LOW_CONFIDENCE = "tvision_reference_low_confidence_share"
+TOP1_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+# The ``class`` of every prediction of a class that is not watched.
+OTHER_CLASS = "other"
+# Up to this many labels, every class has its own series; above it, only the classes the
+# reference holds most often (one series each, per pod and version), the rest in OTHER_CLASS.
+WATCHED_CLASS_LIMIT = 100
 
 _TRUE, _FALSE = "true", "false"
 

@@ -96,6 +96,17 @@ class ServingOptions:
     # for about a quarter more JPEG preprocessing CPU (README, "Reliability", "Damaged JPEG
     # data is refused").
     strict_jpeg: bool = _option(True, "reject JPEGs whose data libjpeg finds damaged")
+    # Prediction metrics (README, "Watching predictions in production").
+    prediction_metrics: bool = _option(
+        True, "export the classifier's prediction metrics (cpu target)"
+    )
+    low_confidence: float = _option(
+        0.5, "top-1 probability under which a served prediction counts as low confidence"
+    )
+    quality_reference: str = _option(
+        "", "a reference from `tvision evaluate --save-reference`: the class mix and "
+        "confidence the served predictions are compared with (empty: none)",
+    )  # fmt: skip
     fp16: bool = _option(False, "TensorRT FP16 accelerator (gpu target only)")
     keep_versions: int = _option(2, "how many versions of each model Triton keeps loaded")
     # The pod's CPU request on the gpu target: one core serves Triton's endpoints, the
@@ -123,6 +134,8 @@ class ServingOptions:
             raise ValueError(
                 f"decode must be one of {tuple(contract.DECODE_HEADROOM)}, got {self.decode!r}"
             )
+        if not 0 < self.low_confidence <= 1:
+            raise ValueError(f"low_confidence must be in (0, 1], got {self.low_confidence}")
         if self.fp16 and self.target != "gpu":
             raise ValueError("fp16 (TensorRT accelerator) needs the gpu target")
         for name in ("preprocess_instances", "classifier_instances", "keep_versions"):

@@ -10,7 +10,8 @@ Layout for a spec named ``NAME`` (version ``V``)::
       NAME_preprocess/          python backend: decode, resize, crop, normalise
         config.pbtxt  warmup/sample_image  V/model.py  V/contract.py
       NAME_classifier/          cpu: python backend + ONNX Runtime; gpu: onnxruntime_onnx
-        config.pbtxt  labels.txt  V/model.onnx  [V/model.py  V/contract.py]
+        config.pbtxt  labels.txt  V/model.onnx
+                                [V/model.py  V/contract.py  V/prediction_metrics.py]
 
 Every file name here is defined once, in ``contract``; ``ModelNames`` and
 ``WrittenVersion`` answer "where is X" for the benchmark, ``verify`` and the tests.
@@ -186,7 +187,7 @@ def _rendered_configs(
         source.onnx_input,
         source.onnx_output,
         source.input_dims,
-        num_classes,
+        source.labels,
         options,
     )
     return {
@@ -220,7 +221,7 @@ def _stage_python_models(
     staging: Path, version: int, names: ModelNames, options: ServingOptions
 ) -> None:
     """Each python-backend model's ``model.py``, with ``contract.py`` beside it (the models
-    import it as ``from . import contract``)."""
+    import it as ``from . import contract``), and the cpu classifier's prediction metrics."""
     python_models = {names.intake: "intake.py", names.preprocess: "preprocess.py"}
     if options.target == "cpu":
         python_models[names.classifier] = "classifier_onnxruntime.py"
@@ -230,6 +231,10 @@ def _stage_python_models(
             _triton_model_source(source_file), encoding="utf-8"
         )
         shutil.copyfile(_contract_source(), version_dir / contract.CONTRACT_FILE)
+        if model_name == names.classifier:
+            (version_dir / contract.PREDICTION_METRICS_FILE).write_text(
+                _triton_model_source(contract.PREDICTION_METRICS_FILE), encoding="utf-8"
+            )
 
 
 def _stage_manifest(

@@ -31,6 +31,8 @@ def _closed_port() -> int:
 # (command with placeholders, expected code, words its error must contain)
 CASES = [
     (["export", "--fp16"], EXIT_COULD_NOT_RUN, "needs the gpu target"),
+    (["export", "--quality-reference", "{missing}"], EXIT_COULD_NOT_RUN,
+     "cannot read quality reference"),
     (["export", "--spec", "no_such_module:SPEC"], EXIT_COULD_NOT_RUN, "no_such_module"),
     (["export", "--onnx", "{missing}", "--labels", "{missing}", "--name", "x"],
      EXIT_COULD_NOT_RUN, "not a readable ONNX file"),

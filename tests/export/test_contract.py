@@ -37,7 +37,12 @@ def test_preprocess_config_round_trips_into_the_preprocessor(decode) -> None:
 def test_classifier_config_carries_what_its_model_reads(allow_spinning) -> None:
     options = ServingOptions(intra_op_threads=3, allow_spinning=allow_spinning)
     config = configs.classifier_config(
-        "m_classifier", contract.ONNX_INPUT, contract.ONNX_OUTPUT, [3, 224, 224], 1000, options
+        "m_classifier",
+        contract.ONNX_INPUT,
+        contract.ONNX_OUTPUT,
+        [3, 224, 224],
+        [f"class {index}" for index in range(1000)],
+        options,
     )
     parameters = contract.parameters_of(_as_triton_passes_it(config))
     assert int(parameters[contract.PARAM_INTRA_OP_THREADS]) == 3

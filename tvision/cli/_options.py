@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from tvision_export.options import ServingOptions, default_of
+from tvision_export.quality import QualityReference
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser | Any) -> None:
@@ -43,14 +45,18 @@ def serving_options_from(namespace: argparse.Namespace, **forced: Any) -> Servin
     """The options set on the command line, the target's defaults for the rest.
 
     Raises:
-        ValueError: the combination is not valid.
+        ValueError: the combination is not valid, or the quality reference is unreadable
+            (read here, before a long export, as well as when the repository is written).
     """
     given = {
         option.name: getattr(namespace, option.name)
         for option in fields(ServingOptions)
         if getattr(namespace, option.name, None) is not None
     }
-    return ServingOptions(**{**given, **forced})
+    options = ServingOptions(**{**given, **forced})
+    if options.quality_reference:
+        QualityReference.read(Path(options.quality_reference))
+    return options
 
 
 def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
