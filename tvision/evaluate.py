@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tvision_client import IMAGE_SUFFIXES
+from tvision_export.quality import QualityReference
 
 TOP_K = 5
 BASELINE_FORMAT = 1
@@ -101,6 +102,7 @@ class Evaluation:
     labels: list[str]
     truth: list[int] = field(default_factory=list)
     served: list[list[int]] = field(default_factory=list)  # each image's top-5 indexes
+    top1_probability: list[float] = field(default_factory=list)  # each image's served top-1
     reference: list[int] = field(default_factory=list)  # in-process top-1; empty if not run
     images: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (image, the error)
@@ -158,6 +160,13 @@ class Evaluation:
         ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))
         return [(self.labels[t], self.labels[p], n) for (t, p), n in ranked[:limit]]
 
+    def quality_reference(self, model: str) -> QualityReference:
+        """What the server predicted on these images, for ``export --quality-reference``:
+        the share of each predicted class and every top-1 probability."""
+        predicted = Counter(self.labels[s[0]] for s in self.served)
+        shares = {label: count / self.count for label, count in sorted(predicted.items())}
+        return QualityReference(model=model, class_shares=shares, top1=tuple(self.top1_probability))
+
     def to_json(self) -> dict[str, Any]:
         low, high = self.top1_interval()
         return {
@@ -213,6 +222,7 @@ def evaluate(
                 outcome.images.append(str(item.path))
                 outcome.truth.append(item.label)
                 outcome.served.append([p.index for p in result.predictions])
+                outcome.top1_probability.append(result.top.score)
                 if reference is not None:
                     outcome.reference.append(reference(item.path.read_bytes()))
             if progress is not None:

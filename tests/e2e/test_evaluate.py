@@ -10,13 +10,13 @@ images outside that folder.
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from tests.helpers import run_tvision
+from tests.labelled import jpeg, labelled_set
 from tvision import evaluate
 from tvision.exit_codes import EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_OK
 from tvision_export.samples import sample_photo
@@ -24,14 +24,6 @@ from tvision_export.spec import DEFAULT_SPEC
 
 pytestmark = pytest.mark.e2e
 
-VARIANTS = {
-    "orig": lambda image: image,
-    "flip": ImageOps.mirror,
-    "small": lambda image: image.resize((image.width // 2, image.height // 2)),
-    "crop": lambda image: image.crop(
-        (image.width // 10, image.height // 10, image.width * 9 // 10, image.height * 9 // 10)
-    ),
-}
 # folder -> (sample photo, its variants); "missile" is deliberately wrong.
 FOLDERS = {
     "espresso": ("coffee", ("orig", "flip", "small")),
@@ -41,24 +33,9 @@ FOLDERS = {
 WRONG = {"missile": ("coffee", ("orig", "flip"))}
 
 
-def _jpeg(image: Image.Image, quality: int = 92) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def _labelled_set(root, folders):
-    for folder, (photo, variants) in folders.items():
-        (root / folder).mkdir(parents=True)
-        image = Image.open(sample_photo(photo).path)
-        for name in variants:
-            (root / folder / f"{photo}-{name}.jpg").write_bytes(_jpeg(VARIANTS[name](image)))
-    return root
-
-
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
-    return _labelled_set(tmp_path_factory.mktemp("labelled"), {**FOLDERS, **WRONG})
+    return labelled_set(tmp_path_factory.mktemp("labelled"), {**FOLDERS, **WRONG})
 
 
 def _expected_top1(folders, wrong) -> float:
@@ -94,7 +71,7 @@ def test_evaluate_reports_accuracy_mistakes_and_the_reference_and_gates(
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A worse set, against that baseline: the gate fails and names what it missed.
     more_wrong = {"missile": ("coffee", ("orig", "flip", "small"))}
-    worse = _labelled_set(tmp_path / "worse", {**FOLDERS, **more_wrong})
+    worse = labelled_set(tmp_path / "worse", {**FOLDERS, **more_wrong})
     done = run_tvision(
         "evaluate", "--images", str(worse), "--url", triton_server.grpc_url, "--no-reference",
         "--baseline", str(baseline), "--max-top1-drop-points", "5", "--min-top1", "0.8",
@@ -106,7 +83,7 @@ def test_evaluate_reports_accuracy_mistakes_and_the_reference_and_gates(
 
 
 def test_a_folder_that_names_no_label_is_refused_with_the_nearest(tmp_path) -> None:
-    _labelled_set(tmp_path, {"espreso": ("coffee", ("orig",))})
+    labelled_set(tmp_path, {"espreso": ("coffee", ("orig",))})
     done = run_tvision("evaluate", "--images", str(tmp_path), "--url", "127.0.0.1:1")
     assert done.returncode == EXIT_COULD_NOT_RUN
     assert "folder 'espreso' matches no label of the model; nearest labels: espresso" in (
@@ -136,9 +113,9 @@ def test_folder_names_match_labels_in_any_case_and_with_underscores(tmp_path) ->
 def test_an_unreadable_image_is_counted_and_named_and_fails_the_default_gate(
     triton_server, tmp_path
 ) -> None:
-    root = _labelled_set(tmp_path, {"espresso": ("coffee", ("orig", "flip"))})
+    root = labelled_set(tmp_path, {"espresso": ("coffee", ("orig", "flip"))})
     broken = root / "espresso" / "broken.jpg"
-    broken.write_bytes(_jpeg(Image.open(sample_photo("coffee").path))[:400])  # truncated
+    broken.write_bytes(jpeg(Image.open(sample_photo("coffee").path))[:400])  # truncated
     labels = DEFAULT_SPEC.load_labels()
     outcome = evaluate.evaluate(
         triton_server.grpc_url, DEFAULT_SPEC.name, labels, evaluate.collect_labelled(root, labels)

@@ -44,6 +44,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         help="images the server may refuse as unreadable (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--save-baseline", type=Path, default=None, help="keep this run's figures")
+    parser.add_argument(
+        "--save-reference", type=Path, default=None,
+        help="record the served class mix and confidence as a quality reference, for "
+        "`tvision export --quality-reference` (the prediction metrics compare with it)",
+    )  # fmt: skip
     parser.set_defaults(handler=run)
 
 
@@ -87,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
             args.json.write_text(json.dumps(outcome.to_json(), indent=2) + "\n", encoding="utf-8")
         if args.save_baseline is not None:
             args.save_baseline.write_text(json.dumps(outcome.to_json()) + "\n", encoding="utf-8")
+        if args.save_reference is not None:
+            reference = outcome.quality_reference(args.model or spec.name)
+            args.save_reference.write_text(reference.to_json() + "\n", encoding="utf-8")
         if args.plot is not None:
             evaluate_report.plot(outcome, args.plot)
     except OSError as exc:
