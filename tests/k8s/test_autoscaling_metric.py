@@ -1,8 +1,7 @@
 """The autoscaler's metric, evaluated by a real Prometheus scraping a real server.
 
-Prometheus (Debian's package, installed by `make test`) runs on loopback with its own
-config and data directory, scrapes the embedded server's metrics port each second, and
-adds the namespace and pod labels the Prometheus Operator would. The prometheus-adapter
+Prometheus (tests/prometheus.py) scrapes the embedded server's metrics port each second,
+with the namespace and pod labels the Prometheus Operator would add. The prometheus-adapter
 rule shipped in k8s/components/hpa is filled in the way the adapter fills its template
 for one pod, and its query is evaluated through Prometheus' HTTP API: 0 while the server
 is idle, finite and rising as the load rises. promtool checks every rule file.
@@ -10,15 +9,10 @@ is idle, finite and rising as the load rises. promtool checks every rule file.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import signal
 import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +21,7 @@ import pytest
 import yaml
 
 from tests.k8s.rendering import K8S_DIR, one, render
+from tests.prometheus import NAMESPACE, POD, Prometheus, binary
 from tvision.server import ServerPorts, TritonServer, edge_limits_for
 from tvision_client import Client, UnavailableError
 from tvision_export.repository import ModelNames
@@ -36,14 +31,6 @@ from tvision_export.spec import DEFAULT_SPEC
 pytestmark = pytest.mark.e2e
 
 ADAPTER_RULES = K8S_DIR / "components" / "hpa" / "prometheus-adapter-rules.yaml"
-NAMESPACE, POD = "tvision", "tvision-triton-7d9c-abcde"
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed: run `make test` (it installs Debian's prometheus)")
-    return found
 
 
 def _adapter_rule() -> dict[str, Any]:
@@ -57,75 +44,6 @@ def _adapter_query(rule: dict[str, Any]) -> str:
     return (
         rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod")
     )
-
-
-class Prometheus:
-    def __init__(self, work_dir: Path, target: str) -> None:
-        self.port = ServerPorts.free().http
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "tvision",
-                    "static_configs": [
-                        {"targets": [target], "labels": {"namespace": NAMESPACE, "pod": POD}}
-                    ],
-                }
-            ],
-        }
-        (work_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = (work_dir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [_binary("prometheus"), f"--config.file={work_dir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={work_dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus did not start: {work_dir / 'prometheus.log'}")
-            time.sleep(0.2)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    def query(self, expression: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": expression}
-        )
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            body = json.loads(reply.read())
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def value_after_next_scrapes(self, expression: str) -> float:
-        """The query's single value once two more scrapes have landed."""
-        time.sleep(2.5)
-        deadline = time.monotonic() + 20
-        while True:
-            result = self.query(expression)
-            if result or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert len(result) == 1, f"expected one series (one pod), got {result}"
-        assert result[0]["metric"] == {"pod": POD}
-        return float(result[0]["value"][1])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +150,8 @@ def test_promtool_accepts_every_rule_file(tmp_path) -> None:
     rules_file = tmp_path / "tvision.rules.yaml"
     rules_file.write_text(yaml.safe_dump(rule["spec"]))
     completed = subprocess.run(
-        [_binary("promtool"), "check", "rules", str(rules_file)],
+        [binary("promtool"), "check", "rules", str(rules_file)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "SUCCESS: 5 rules found" in completed.stdout
+    assert "SUCCESS: 10 rules found" in completed.stdout

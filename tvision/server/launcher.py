@@ -45,10 +45,9 @@ from tvision.server.security import (
 )
 from tvision.server.watchdog import Heal, StubWatchdog
 
-# gRPC keepalive, the server's side: the SDK pings every few seconds so that it notices a
-# replica cut off from the network in seconds, not after the 20 s TCP user timeout; Triton's
-# default policy (a ping every 5 minutes at most, 2 strikes) would close such a channel.
-# The server pings too, and drops a peer that stops answering.
+# gRPC keepalive, the server's side: the SDK pings every few seconds to notice a replica cut
+# off in seconds, not after the 20 s TCP user timeout, which Triton's default policy (a ping
+# every 5 minutes at most, 2 strikes) would punish. The server pings, and drops the silent.
 GRPC_KEEPALIVE_ARGS = (
     "--grpc-keepalive-time=10000",
     "--grpc-keepalive-timeout=5000",
@@ -196,6 +195,7 @@ class TritonServer:
             f"--http-port={self.triton_ports.http}",
             f"--metrics-address={self.address}",
             f"--metrics-port={self.ports.metrics}",
+            "--metrics-config=summary_latencies=true",  # p50/p99 per model, for the dashboard
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *GRPC_KEEPALIVE_ARGS,
