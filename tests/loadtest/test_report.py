@@ -94,6 +94,24 @@ def test_the_report_is_one_self_contained_page_with_the_servers_side(fast_run) -
     assert "coffee.jpg (JPEG 640x480" in page
 
 
+def test_the_report_shows_the_runs_prediction_quality(fast_run) -> None:
+    """From the classifier's prediction metrics. The session's server runs the default
+    model exported without a quality reference: 1,000 labels, so every prediction is
+    counted as "other" (README, "Watching predictions in production")."""
+    page = fast_run["report"].read_text()
+    assert "<h2>Prediction quality" in page
+    found = re.search(r"<p>(\d+) predictions, (\d+) \((\d+\.\d)%\) of low confidence", page)
+    assert found, page[-3000:]
+    predictions, low = int(found.group(1)), int(found.group(2))
+    # One image per request: the predictions are the ensemble's requests in the server table.
+    row = r"<td>efficientnet_lite0 \(ensemble, end to end\)</td><td>(\d+)</td>"
+    ensemble = re.search(row, page)
+    assert ensemble and predictions == int(ensemble.group(1)) > 0
+    assert 0 <= low <= predictions
+    assert f"<td>other</td><td>{predictions}</td><td>100.0%</td>" in page
+    assert page.count("data:image/png;base64,") >= 5  # and the two quality charts
+
+
 def _chromium() -> str:
     """The browser's path. Missing, the test fails in CI (``CI=true``, where ``make test``
     installs Debian's chromium as root) and is skipped only elsewhere."""

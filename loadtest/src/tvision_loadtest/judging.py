@@ -11,7 +11,7 @@ from typing import Any
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from tvision_loadtest import flags, gate, report, server_metrics
+from tvision_loadtest import flags, gate, quality, report, server_metrics
 from tvision_loadtest.images import image_mix
 from tvision_loadtest.recording import RUN
 
@@ -85,19 +85,21 @@ def write_report(
 ) -> None:
     """The HTML report, with the server's side from a second metrics scrape."""
     options = environment.parsed_options
-    loads = None
+    loads, predictions = None, None
     note = RUN.metrics_note
     if options.metrics_url and RUN.metrics_before is not None:
         try:
-            loads = server_metrics.difference(
-                RUN.metrics_before, server_metrics.scrape(options.metrics_url)
+            text = server_metrics.read(options.metrics_url)
+            loads = server_metrics.difference(RUN.metrics_before, server_metrics.parse(text))
+            predictions = quality.difference(
+                RUN.quality_before or {}, quality.parse(text, options.model)
             )
         except OSError as exc:
             note = f"metrics endpoint {options.metrics_url} unreadable: {exc}"
     page = report.render_html(
         verdict, run, RUN.samples, loads, host=environment.host or "",
         command=shlex.join(["tvision-loadtest", *user_arguments(sys.argv[1:])]),
-        ensemble=options.model, server_note=note,
+        ensemble=options.model, server_note=note, more=quality.section(predictions, note),
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -12,7 +12,7 @@ import gevent
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from tvision_loadtest import report, server_config, server_metrics
+from tvision_loadtest import quality, report, server_config, server_metrics
 
 SAMPLE_INTERVAL_S = 1.0
 
@@ -22,6 +22,7 @@ class Recording:
     started: float = 0.0
     samples: list[report.Sample] = field(default_factory=list)
     metrics_before: server_metrics.Counters | None = None
+    quality_before: quality.Counters | None = None
     metrics_note: str = ""
     server_config: str = ""
 
@@ -39,7 +40,9 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
     RUN.samples.clear()
     if options.metrics_url:
         try:
-            RUN.metrics_before = server_metrics.scrape(options.metrics_url)
+            text = server_metrics.read(options.metrics_url)
+            RUN.metrics_before = server_metrics.parse(text)
+            RUN.quality_before = quality.parse(text, options.model)
         except OSError as exc:
             RUN.metrics_note = f"metrics endpoint {options.metrics_url} unreadable: {exc}"
     try:

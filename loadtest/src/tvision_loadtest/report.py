@@ -232,13 +232,16 @@ def render_html(
     command: str,
     ensemble: str = "",
     server_note: str = "",
+    more: Sequence[str] = (),
 ) -> str:
-    """The whole page: the verdict, the run, its course over time, the server's side."""
+    """The whole page: the verdict, the run, its course over time, the server's side, and
+    ``more`` (rendered sections: the prediction quality's)."""
     sections = [
         *_verdict_section(verdict),
         *_run_section(run, host, command),
         *_over_time_section(samples),
         *_server_section(server, ensemble, server_note),
+        *more,
     ]
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
@@ -323,11 +326,11 @@ def _over_time_section(samples: Sequence[Sample]) -> list[str]:
         },
         x_max=run_s,
     )
-    section = ["<h2>Over time</h2>", _img(throughput), _img(latency)]
+    section = ["<h2>Over time</h2>", image(throughput), image(latency)]
     by_users = throughput_by_users(samples)
     if len(by_users) > 1:
         section.append(
-            _img(
+            image(
                 line_chart(
                     "Throughput against users",
                     "users",
@@ -365,7 +368,7 @@ def _server_section(
         f"<td>{m.mean_batch_size:.2f}</td></tr>"
         for m in server
     )
-    section.append(_img(chart))
+    section.append(image(chart))
     section.append(
         "<table><tr><th>model</th><th>requests</th><th>failed</th><th>queue ms/req</th>"
         f"<th>compute ms/req</th><th>mean batch executed</th></tr>{rows}</table>"
@@ -380,7 +383,7 @@ def _facts(facts: dict[str, str]) -> str:
     return f"<table class=facts>{rows}</table>"
 
 
-def _img(png: bytes) -> str:
+def image(png: bytes) -> str:
     return f'<p><img alt="" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>'
 
 

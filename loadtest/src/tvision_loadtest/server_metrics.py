@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # name{label="value",...} number
@@ -25,25 +26,34 @@ COUNTERS = (
 Counters = dict[tuple[str, str], float]  # (metric, model) -> value, summed over versions
 
 
+def samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Each labelled sample of the text exposition format: (name, labels, value)."""
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match:
+            yield match.group(1), dict(_LABEL.findall(match.group(2))), float(match.group(3))
+
+
 def parse(text: str) -> Counters:
     """Triton's per-model counters from the text exposition format."""
     counters: Counters = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if not match or match.group(1) not in COUNTERS:
+    for name, labels, value in samples(text):
+        if name not in COUNTERS or "model" not in labels:
             continue
-        labels = dict(_LABEL.findall(match.group(2)))
-        if "model" not in labels:
-            continue
-        key = (match.group(1), labels["model"])
-        counters[key] = counters.get(key, 0.0) + float(match.group(3))
+        key = (name, labels["model"])
+        counters[key] = counters.get(key, 0.0) + value
     return counters
+
+
+def read(url: str, timeout_s: float = 5.0) -> str:
+    """The endpoint's text. Raises OSError (URLError) when it cannot be read."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+        return reply.read().decode("utf-8", errors="replace")
 
 
 def scrape(url: str, timeout_s: float = 5.0) -> Counters:
     """Raises OSError (URLError) when the endpoint cannot be read."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as reply:
-        return parse(reply.read().decode("utf-8", errors="replace"))
+    return parse(read(url, timeout_s))
 
 
 @dataclass(frozen=True)
