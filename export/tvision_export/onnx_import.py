@@ -28,7 +28,7 @@ from tvision_export.onnx_export import (
 )
 from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource, WrittenVersion, write_version
-from tvision_export.spec import PreprocessSpec, ValidationSpec
+from tvision_export.spec import PreprocessSpec, ValidationSpec, read_labels
 
 
 class OnnxImportError(ValueError):
@@ -203,7 +203,7 @@ def _labels_for(labels_path: Path, info: OnnxClassifierInfo) -> list[str]:
     Raises:
         OnnxImportError: the counts differ.
     """
-    labels = [line for line in labels_path.read_text(encoding="utf-8").splitlines() if line]
+    labels = read_labels(labels_path)
     if len(labels) != info.num_classes:
         raise OnnxImportError(
             f"{labels_path.name} has {len(labels)} labels but the model outputs "

@@ -195,6 +195,15 @@ def load_spec(reference: str) -> ModelSpec:
     return spec
 
 
+def read_labels(path: Path) -> list[str]:
+    """A labels file's non-empty lines, one label per class (``write_labels``' format).
+
+    Raises:
+        OSError, UnicodeDecodeError: the file cannot be read.
+    """
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
 def write_labels(labels: list[str], path: Path) -> None:
     """Write one label per line, as Triton's ``label_filename`` expects.
 

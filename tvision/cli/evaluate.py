@@ -26,6 +26,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("--images", type=Path, required=True, help="one folder per class")
     parser.add_argument("--url", default="localhost:8001", help="default: %(default)s")
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="the model's spec (its labels)")
+    parser.add_argument(
+        "--labels", type=Path, default=None,
+        help="a labels file instead of a spec (a model brought with export --onnx; no "
+        "in-process reference then), with --model",
+    )  # fmt: skip
     parser.add_argument("--model", default=None, help="ensemble name (default: the spec's)")
     parser.add_argument(
         "--no-reference", action="store_true",
@@ -65,18 +70,23 @@ def run(args: argparse.Namespace) -> int:
 
     from tvision import evaluate, evaluate_report
     from tvision_client import ClientError
-    from tvision_export.spec import load_spec
+    from tvision_export.spec import load_spec, read_labels
 
+    if args.labels is not None and args.model is None:
+        return fail("--labels needs --model, the name the model is served under")
     try:
         baseline = evaluate.load_baseline(args.baseline) if args.baseline else None
-        spec = load_spec(args.spec)
-        labels = spec.load_labels()
+        spec = None if args.labels is not None else load_spec(args.spec)
+        if spec is None:
+            labels, model = read_labels(args.labels), str(args.model)
+        else:
+            labels, model = spec.load_labels(), args.model or spec.name
         images = evaluate.collect_labelled(args.images, labels)
-        reference = None if args.no_reference else _reference(spec)
+        reference = None if args.no_reference or spec is None else _reference(spec)
         with Progress(console=stderr_console(), transient=True) as bar:
             task = bar.add_task("classifying", total=len(images))
             outcome = evaluate.evaluate(
-                args.url, args.model or spec.name, labels, images, reference,
+                args.url, model, labels, images, reference,
                 progress=lambda done: bar.advance(task, done),
             )  # fmt: skip
     except (OSError, ValueError, ImportError, ClientError) as exc:
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if args.save_baseline is not None:
             args.save_baseline.write_text(json.dumps(outcome.to_json()) + "\n", encoding="utf-8")
         if args.save_reference is not None:
-            reference = outcome.quality_reference(args.model or spec.name)
+            reference = outcome.quality_reference(model)
             args.save_reference.write_text(reference.to_json() + "\n", encoding="utf-8")
         if args.plot is not None:
             evaluate_report.plot(outcome, args.plot)
