@@ -40,3 +40,12 @@ def test_a_server_without_prediction_metrics_has_no_quality_section() -> None:
     assert quality.difference({}, quality.parse('nv_inference_count{model="m"} 3', "m")) is None
     (heading, note) = quality.section(None, "")
     assert "Prediction quality" in heading and "exports no prediction metrics" in note
+
+
+def test_the_metric_names_are_the_contracts() -> None:
+    """The load test cannot import the exporter, so it holds copies of three names."""
+    from tvision_export import contract
+
+    assert quality.PREDICTIONS == contract.METRIC_PREDICTIONS
+    assert quality.LOW_CONFIDENCE == contract.METRIC_LOW_CONFIDENCE
+    assert quality.TOP1_BUCKET == contract.METRIC_TOP1 + "_bucket"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from tvision_loadtest import report, server_metrics
 
+# Copies of export/tvision_export/contract.py METRIC_* (tests/loadtest/test_quality_metrics.py).
 PREDICTIONS = "tvision_predictions_total"
 TOP1_BUCKET = "tvision_top1_probability_bucket"
 LOW_CONFIDENCE = "tvision_low_confidence_total"
