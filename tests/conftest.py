@@ -49,7 +49,7 @@ def triton_server(cpu_repository: Path) -> Iterator[TritonServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(graceful=False)  # tests/helpers.py serving() says why
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.helpers import ADMIN_HTTP_ENDPOINTS, http_status
+from tests.helpers import ADMIN_HTTP_ENDPOINTS, http_status, serving
 from tvision.server import (
     ADMIN_APIS,
     ADMIN_KEY_HEADER,
@@ -121,7 +121,7 @@ def test_control_the_same_request_runs_its_code_on_a_server_left_open(tmp_path) 
     repository.mkdir()
     marker = tmp_path / "ran-on-the-open-server"
     body, headers = _code_loading_request(marker)
-    with TritonServer(repository, ServerPorts.free(), open_admin_apis=True) as server:
+    with serving(repository, open_admin_apis=True) as server:
         status = http_status(
             server.http_url, "POST", "/v2/repository/models/pwned/load", headers, body
         )

@@ -32,7 +32,7 @@ from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.e2e.conftest import FaultRow
-from tests.helpers import ROOT
+from tests.helpers import ROOT, serving
 from tvision.bench.edge import infer_request
 from tvision.edge import EdgeLimits
 from tvision.health import HealthEndpoint
@@ -231,7 +231,7 @@ def test_an_admin_unload_is_not_taken_for_a_dead_stub(cpu_repository, fault_tabl
     not "heal" it back (it used to try, and fail with 404, four times a second), and it
     watches the model again once it is loaded again."""
     model = f"{DEFAULT_SPEC.name}_preprocess"
-    with TritonServer(cpu_repository, ServerPorts.free()) as server:
+    with serving(cpu_repository) as server:
         assert server.watchdog is not None
         admin = server.admin_headers
 
@@ -346,7 +346,7 @@ def test_a_malformed_tensor_fails_only_its_own_request(
         write_version(repository, DEFAULT_SPEC.name, default_source, BATCHED_TOGETHER)
         if case.startswith("control"):
             _without_intake(repository)
-        with TritonServer(repository, ServerPorts.free()) as server:
+        with serving(repository) as server:
             # The control needs one failure to make its point; the cases only a full count.
             good_sent, good_failed, poison_codes = _poison_beside_goods(
                 server, until_a_good_fails=case.startswith("control")
@@ -533,7 +533,7 @@ def test_retries_do_not_multiply_an_overload(default_source, tmp_path, fault_tab
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     # Triton's queue is what this is about: the edge's per-client cap (all 400 callers come
     # from 127.0.0.1) is raised so that it refuses none (tests/e2e/test_per_client_limit.py).
-    with TritonServer(repository, ServerPorts.free(), edge=_uncapped_edge(repository)) as server:
+    with serving(repository, edge=_uncapped_edge(repository)) as server:
         before = _requests_reaching(server)
 
         async def storm() -> tuple[int, int]:
@@ -580,7 +580,7 @@ def test_overload_is_rejected_at_the_door_within_the_queue_timeout(
     request = infer_request(COFFEE)
     # The door here is Triton's queues: the edge's per-client cap (all 200 callers come from
     # 127.0.0.1) is raised so that it refuses none (tests/e2e/test_per_client_limit.py).
-    with TritonServer(repository, ServerPorts.free(), edge=_uncapped_edge(repository)) as server:
+    with serving(repository, edge=_uncapped_edge(repository)) as server:
 
         async def flood() -> tuple[list[float], list[float], list[str]]:
             served: list[float] = []
@@ -634,7 +634,10 @@ def test_a_lone_unavailable_on_a_quiet_server_is_retried(triton_server) -> None:
     assert stats.retries >= 1 and stats.refused == 0
 
 
-def test_no_leftovers_and_stale_regions_are_removed(cpu_repository) -> None:
+@pytest.mark.parametrize("graceful", [True, False], ids=["stopped", "killed"])
+def test_no_leftovers_and_stale_regions_are_removed(cpu_repository, graceful) -> None:
+    """A graceful stop, and the kill the tests' own servers get (tests/helpers.py serving),
+    leave no region, work directory or process."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = SHM_DIR / f"{SHM_PREFIX}{dead.pid}_1_left-by-a-crash"
@@ -647,7 +650,15 @@ def test_no_leftovers_and_stale_regions_are_removed(cpu_repository) -> None:
     assert not stale.exists() and not stale_dir.exists()
     own = list(SHM_DIR.glob(f"{server.shm_prefix}*"))
     assert own  # this server's regions carry its prefix
-    server.stop()
+    assert server.process is not None
+    triton = psutil.Process(server.process.pid)
+    group = [triton, *triton.children()]
+    assert len(group) > 6  # Triton and its stubs (three models, two instances each)
+    code = server.stop(graceful=graceful)
+    assert (code == 0) if graceful else (code == -signal.SIGKILL)
+    # A killed process may take a moment to be gone (and be reaped): 10 s is ample.
+    _gone, alive = psutil.wait_procs(group, timeout=10)
+    assert alive == []
     assert work_dir is not None and not work_dir.exists()
     assert not list(SHM_DIR.glob(f"{server.shm_prefix}*"))
 
@@ -696,7 +707,7 @@ def test_a_sigkilled_launchers_leftovers_are_removed_at_the_next_start(
         launcher.wait(timeout=60)  # its pid is gone now: what it left is stale
     # ...and the next start removes them.
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
-    with TritonServer(cpu_repository, ServerPorts.free()) as server:
+    with serving(cpu_repository) as server:
         assert not any(region.exists() for region in regions)
         assert not any(work_dir.exists() for work_dir in work_dirs)
         assert server.is_ready()

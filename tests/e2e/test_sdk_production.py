@@ -8,11 +8,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.helpers import serving
 from tvision.edge import EdgeTLS
 from tvision.server import ServerPorts, TritonServer, edge_limits_for
 from tvision_client import (
@@ -166,7 +168,9 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _tls_server(repository: Path, certificates: dict[str, Path], mutual: bool) -> TritonServer:
+def _tls_server(
+    repository: Path, certificates: dict[str, Path], mutual: bool
+) -> AbstractContextManager[TritonServer]:
     """TLS as the launcher serves it: terminated at the edge (nginx), which with ``mutual``
     also requires a client certificate signed by the CA."""
     tls = EdgeTLS(
@@ -174,7 +178,7 @@ def _tls_server(repository: Path, certificates: dict[str, Path], mutual: bool) -
         certificates["server_key"],
         certificates["ca"] if mutual else None,
     )
-    return TritonServer(repository, ServerPorts.free(), tls=tls)
+    return serving(repository, tls=tls)
 
 
 def test_server_tls_with_a_custom_root_certificate(cpu_repository, certificates) -> None:
@@ -215,7 +219,7 @@ def test_bearer_token_metadata_reaches_a_server_that_requires_it(cpu_repository)
     args = [f"--grpc-restricted-protocol=inference:authorization={token}"]
     header = {"triton-grpc-protocol-authorization": token}
     once = RetryPolicy(max_attempts=1)
-    with TritonServer(cpu_repository, ServerPorts.free(), extra_args=args) as server:
+    with serving(cpu_repository, extra_args=args) as server:
 
         def ensemble_requests() -> float:
             return sum(
@@ -275,7 +279,7 @@ def test_one_target_with_two_addresses_balances_per_call(cpu_repository, triton_
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     free = ServerPorts.free()
     ports = ServerPorts(grpc=triton_server.ports.grpc, http=free.http, metrics=free.metrics)
-    with TritonServer(cpu_repository, ports, address="127.0.0.2") as second:
+    with serving(cpu_repository, ports, address="127.0.0.2") as second:
         # Ready, and not a request sent yet: the executions counted are the warmup's.
         for model in (names.preprocess, names.classifier):
             assert _metric(second, "nv_inference_exec_count", model) >= 1, model
@@ -318,7 +322,7 @@ def test_overload_is_rejected_fast_with_a_named_reason(default_source, tmp_path)
     # 24 callers from one address: above the edge's per-client cap (16), whose 503 names
     # another reason; the queue's rejection is what this test is about.
     edge = edge_limits_for(repository, max_requests_per_client=64)
-    with TritonServer(repository, ServerPorts.free(), edge=edge) as server:
+    with serving(repository, edge=edge) as server:
         with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=60) as client:
             client.model_info()
 

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import serving
 from tests.k8s.rendering import K8S_DIR, one, render
 from tests.prometheus import NAMESPACE, POD, Prometheus, binary
-from tvision.server import ServerPorts, TritonServer, edge_limits_for
+from tvision.server import TritonServer, edge_limits_for
 from tvision_client import Client, UnavailableError
 from tvision_export.repository import ModelNames
 from tvision_export.samples import sample_photo
@@ -52,7 +53,7 @@ def idle_server(cpu_repository: Path) -> Iterator[TritonServer]:
     edge does not cap requests per client: all the callers come from 127.0.0.1, and they
     must queue in Triton (tests/e2e/test_per_client_limit.py tests the cap)."""
     edge = edge_limits_for(cpu_repository, max_requests_per_client=1024)
-    with TritonServer(cpu_repository, ServerPorts.free(), edge=edge) as server:
+    with serving(cpu_repository, edge=edge) as server:
         yield server
 
 

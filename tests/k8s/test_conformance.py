@@ -126,7 +126,7 @@ class PodServer:
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
             self.work = None
-        self.triton.stop()
+        self.triton.stop(graceful=False)  # a pod's graceful stop is not what these test
 
 
 def _server_for(repository: str) -> PodServer:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import serving
 from tvision.loadtest_run import locust_command
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import TritonServer
 from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.spec import DEFAULT_SPEC
@@ -49,7 +50,7 @@ def slow_server(default_source, fast_run, tmp_path_factory) -> Iterator[TritonSe
         queue_timeout_us=10 * delay_us,
     )  # fmt: skip
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
-    with TritonServer(repository, ServerPorts.free()) as server:
+    with serving(repository) as server:
         yield server
 
 

@@ -324,11 +324,10 @@ class TritonServer:
         text = self._log_path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout_s: float | None = None) -> int | None:
-        """Stop gracefully (SIGTERM), then kill what is left of the process group.
-
-        Returns the server's exit code, or None if it was never started.
-        """
+    def stop(self, timeout_s: float | None = None, *, graceful: bool = True) -> int | None:
+        """Stop gracefully (SIGTERM), then kill what is left of the process group; or kill at
+        once (``graceful=False``, nothing in flight): the python backend sleeps 1 s for each
+        instance it unloads. Returns the server's exit code, or None if it never started."""
         process = self.process
         if process is None:
             return None
@@ -343,18 +342,18 @@ class TritonServer:
         # and then closes its idle upstream connections, which Triton would otherwise wait
         # on for the whole exit timeout (and then exit 1) once any request had passed.
         if self.edge is not None:
-            self.edge.stop(timeout_s=wait_s)
+            self.edge.stop(timeout_s=wait_s if graceful else 0)
             self.edge = None
-        if process.poll() is None:
+        if process.poll() is None and graceful:
             process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + wait_s
             while process.poll() is None and time.monotonic() < deadline:
                 if stale_instances and self._only_stale_models_left(stale_instances):
                     break  # nothing left to drain; see _only_stale_models_left
                 time.sleep(0.2)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
         # Stubs normally exit with the server; any that did not are in its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
