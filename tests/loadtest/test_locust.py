@@ -24,7 +24,7 @@ def _locust(
 ) -> tuple[int, dict[str, str], str]:
     prefix = tmp_path / "run"
     completed = subprocess.run(
-        locust_command(server.grpc_url, 4, 4, "8s", "--csv", str(prefix), *extra),
+        locust_command(server.grpc_url, 4, 4, "3s", "--csv", str(prefix), *extra),
         capture_output=True,
         text=True,
         timeout=60,
