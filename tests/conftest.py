@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import TritonServer, temporary_server
 from tvision_export.exporter import ExportResult, classifier_source, export_model
 from tvision_export.options import ServingOptions
 from tvision_export.repository import ClassifierSource
@@ -44,12 +44,8 @@ def default_source(cpu_export: ExportResult) -> ClassifierSource:
 
 @pytest.fixture(scope="session")
 def triton_server(cpu_repository: Path) -> Iterator[TritonServer]:
-    server = TritonServer(cpu_repository, ServerPorts.free())
-    server.start()
-    try:
+    with temporary_server(cpu_repository) as server:
         yield server
-    finally:
-        server.stop(graceful=False)  # tests/helpers.py serving() says why
 
 
 @pytest.fixture(scope="session")

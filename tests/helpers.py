@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from tvision.server import ServerPorts, TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,24 +17,6 @@ def run_tvision(
         [sys.executable, "-m", "tvision.cli", *args],
         capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs,
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def serving(
-    repository: Path | str, ports: ServerPorts | None = None, **options: Any
-) -> Iterator[TritonServer]:
-    """A real server for one test (free ports unless given), killed when the test is done.
-
-    A graceful stop costs about 4 s, the python backend's unload (it sleeps 1 s for each
-    model instance), and is not what these tests check: the tests of a graceful stop call
-    ``stop()`` themselves. A kill gets the same cleanup (test_faults.py checks both)."""
-    from tvision.server import ServerPorts, TritonServer
-
-    server = TritonServer(repository, ports or ServerPorts.free(), **options).start()
-    try:
-        yield server
-    finally:
-        server.stop(graceful=False)
 
 
 # One request per restricted HTTP API (tvision.server.ADMIN_APIS): (method, path).

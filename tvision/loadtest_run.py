@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tvision.edge import EdgeLimits
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import temporary_server
 from tvision.server.repository import edge_limits_for
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repository,
         max_requests_per_client=max(EdgeLimits().max_requests_per_client, 2 * args.users),
     )
-    with TritonServer(args.repository, ServerPorts.free(), edge=edge) as server:
+    with temporary_server(args.repository, edge=edge) as server:
         print(f"server ready on {server.grpc_url}; running Locust for {args.run_time}", flush=True)
         command = locust_command(
             server.grpc_url, args.users, args.spawn_rate, args.run_time,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.helpers import ADMIN_HTTP_ENDPOINTS, http_status, serving
+from tests.helpers import ADMIN_HTTP_ENDPOINTS, http_status
 from tvision.server import (
     ADMIN_APIS,
     ADMIN_KEY_HEADER,
@@ -26,6 +26,7 @@ from tvision.server import (
     ServerError,
     ServerPorts,
     TritonServer,
+    temporary_server,
 )
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +122,7 @@ def test_control_the_same_request_runs_its_code_on_a_server_left_open(tmp_path) 
     repository.mkdir()
     marker = tmp_path / "ran-on-the-open-server"
     body, headers = _code_loading_request(marker)
-    with serving(repository, open_admin_apis=True) as server:
+    with temporary_server(repository, open_admin_apis=True) as server:
         status = http_status(
             server.http_url, "POST", "/v2/repository/models/pwned/load", headers, body
         )

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import run_tvision, serving
+from tests.helpers import run_tvision
 from tvision.exit_codes import EXIT_CHECK_FAILED, EXIT_OK
-from tvision.server import TritonServer
+from tvision.server import TritonServer, temporary_server
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +146,7 @@ def test_a_trained_digit_classifier_is_measured_and_a_worse_version_is_refused(
     _export(_onnx(good, tmp_path / "good.onnx"), labels, repository)
     baseline = tmp_path / "baseline.json"
 
-    with serving(repository) as server:
+    with temporary_server(repository) as server:
         done, report = _evaluate(
             server, held_out, labels, "--min-top1", "0.85", "--save-baseline", str(baseline)
         )
@@ -164,7 +164,7 @@ def test_a_trained_digit_classifier_is_measured_and_a_worse_version_is_refused(
     assert served == {**answered, "other": 0.0}
 
     _export(_onnx(worse, tmp_path / "worse.onnx"), labels, repository)  # version 2
-    with serving(repository) as server:
+    with temporary_server(repository) as server:
         done, report = _evaluate(
             server, held_out, labels, "--baseline", str(baseline), "--max-top1-drop-points", "2"
         )

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import serving
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import ServerPorts, TritonServer, temporary_server
 from tvision_client import Client
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC
@@ -107,7 +106,7 @@ def test_a_name_with_two_addresses_is_balanced_per_call(
     port = triton_server.ports.grpc
     free = ServerPorts.free()
     ports = ServerPorts(grpc=port, http=free.http, metrics=free.metrics)
-    with serving(cpu_repository, ports, address=ADDRESSES[1]) as second:
+    with temporary_server(cpu_repository, ports, address=ADDRESSES[1]) as second:
         before = [_served(server) for server in (triton_server, second)]
         with Client(f"dns://{dns}/{NAME}:{port}", timeout_s=30) as client:
             for _ in range(20):

@@ -19,10 +19,9 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.helpers import serving
 from tvision.edge import EdgeLimits, render_config
 from tvision.health import HealthEndpoint
-from tvision.server import TritonServer, free_ports
+from tvision.server import TritonServer, free_ports, temporary_server
 from tvision_client import Client
 from tvision_export import contract
 from tvision_export.samples import sample_photo
@@ -43,7 +42,7 @@ MARGIN_S = 5.0  # for a loaded 2-core machine; the timeouts themselves are 2-3 s
 @pytest.fixture(scope="module")
 def tight_server(cpu_repository: Path) -> Iterator[TritonServer]:
     # exit_timeout_s: the connections these tests leave half-open must not hold its stop.
-    with serving(cpu_repository, edge=TIGHT, exit_timeout_s=5) as server:
+    with temporary_server(cpu_repository, edge=TIGHT, exit_timeout_s=5) as server:
         yield server
 
 
@@ -167,7 +166,7 @@ def test_a_client_holding_more_connections_than_the_edge_holds_starves_nobody(
     crowded = EdgeLimits(client_timeout_s=60, idle_timeout_s=60, max_client_connections=64)
     worker_connections = 4 * crowded.max_client_connections + 1024
     (health_port,) = free_ports(1)
-    with serving(cpu_repository, edge=crowded) as server:
+    with temporary_server(cpu_repository, edge=crowded) as server:
         health = HealthEndpoint(server, "127.0.0.1", health_port).start()
         held = []
         try:

@@ -32,7 +32,7 @@ from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.e2e.conftest import FaultRow
-from tests.helpers import ROOT, serving
+from tests.helpers import ROOT
 from tvision.bench.edge import infer_request
 from tvision.edge import EdgeLimits
 from tvision.health import HealthEndpoint
@@ -44,6 +44,7 @@ from tvision.server import (
     StubWatchdog,
     TritonServer,
     edge_limits_for,
+    temporary_server,
 )
 from tvision_client import AsyncClient, Client, ClientError, InvalidInputError, RetryStats
 from tvision_export import configs, contract
@@ -231,7 +232,7 @@ def test_an_admin_unload_is_not_taken_for_a_dead_stub(cpu_repository, fault_tabl
     not "heal" it back (it used to try, and fail with 404, four times a second), and it
     watches the model again once it is loaded again."""
     model = f"{DEFAULT_SPEC.name}_preprocess"
-    with serving(cpu_repository) as server:
+    with temporary_server(cpu_repository) as server:
         assert server.watchdog is not None
         admin = server.admin_headers
 
@@ -346,7 +347,7 @@ def test_a_malformed_tensor_fails_only_its_own_request(
         write_version(repository, DEFAULT_SPEC.name, default_source, BATCHED_TOGETHER)
         if case.startswith("control"):
             _without_intake(repository)
-        with serving(repository) as server:
+        with temporary_server(repository) as server:
             # The control needs one failure to make its point; the cases only a full count.
             good_sent, good_failed, poison_codes = _poison_beside_goods(
                 server, until_a_good_fails=case.startswith("control")
@@ -533,7 +534,7 @@ def test_retries_do_not_multiply_an_overload(default_source, tmp_path, fault_tab
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
     # Triton's queue is what this is about: the edge's per-client cap (all 400 callers come
     # from 127.0.0.1) is raised so that it refuses none (tests/e2e/test_per_client_limit.py).
-    with serving(repository, edge=_uncapped_edge(repository)) as server:
+    with temporary_server(repository, edge=_uncapped_edge(repository)) as server:
         before = _requests_reaching(server)
 
         async def storm() -> tuple[int, int]:
@@ -580,7 +581,7 @@ def test_overload_is_rejected_at_the_door_within_the_queue_timeout(
     request = infer_request(COFFEE)
     # The door here is Triton's queues: the edge's per-client cap (all 200 callers come from
     # 127.0.0.1) is raised so that it refuses none (tests/e2e/test_per_client_limit.py).
-    with serving(repository, edge=_uncapped_edge(repository)) as server:
+    with temporary_server(repository, edge=_uncapped_edge(repository)) as server:
 
         async def flood() -> tuple[list[float], list[float], list[str]]:
             served: list[float] = []
@@ -636,7 +637,7 @@ def test_a_lone_unavailable_on_a_quiet_server_is_retried(triton_server) -> None:
 
 @pytest.mark.parametrize("graceful", [True, False], ids=["stopped", "killed"])
 def test_no_leftovers_and_stale_regions_are_removed(cpu_repository, graceful) -> None:
-    """A graceful stop, and the kill the tests' own servers get (tests/helpers.py serving),
+    """A graceful stop, and the kill the tests' own servers get (tvision/server/temporary.py),
     leave no region, work directory or process."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -707,7 +708,7 @@ def test_a_sigkilled_launchers_leftovers_are_removed_at_the_next_start(
         launcher.wait(timeout=60)  # its pid is gone now: what it left is stale
     # ...and the next start removes them.
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
-    with serving(cpu_repository) as server:
+    with temporary_server(cpu_repository) as server:
         assert not any(region.exists() for region in regions)
         assert not any(work_dir.exists() for work_dir in work_dirs)
         assert server.is_ready()

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_tvision, serving
+from tests.helpers import ROOT, run_tvision
+from tvision.server import temporary_server
 from tvision_client import Client
 from tvision_export import snapshots
 from tvision_export.options import ServingOptions
@@ -79,7 +80,7 @@ def test_push_list_verify_and_serve_a_snapshot(s3_endpoint, cpu_repository) -> N
     assert "OK:" in verified.stdout
 
     location = snapshots.StoreLocation.parse(uri, s3_endpoint)
-    with serving(location.triton_uri()) as server:
+    with temporary_server(location.triton_uri()) as server:
         with Client(server.grpc_url, timeout_s=60) as client:
             top = client.classify(sample_photo("coffee").path).top
         assert top.label == "espresso"
@@ -347,7 +348,7 @@ def test_a_local_copy_of_a_snapshot_serves_like_the_original(
     assert verify_repository(local) == []
     photos = [sample_photo(name).path.read_bytes() for name in ("coffee", "chelsea", "rocket")]
     with (
-        serving(local) as copy,
+        temporary_server(local) as copy,
         Client(copy.grpc_url, timeout_s=60) as from_copy,
         Client(triton_server.grpc_url, timeout_s=60) as from_original,
     ):

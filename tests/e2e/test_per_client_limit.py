@@ -39,10 +39,10 @@ from PIL import Image
 from tritonclient.grpc import service_pb2_grpc
 
 from tests.e2e import netns
-from tests.helpers import ROOT, serving
+from tests.helpers import ROOT
 from tvision.bench.edge import infer_request
 from tvision.edge import EdgeLimits
-from tvision.server import TritonServer
+from tvision.server import TritonServer, temporary_server
 from tvision_client import Client, ClientError
 from tvision_export.samples import sample_photo
 from tvision_export.spec import DEFAULT_SPEC
@@ -119,7 +119,7 @@ def namespace() -> Iterator[netns.Namespace]:
 def server(cpu_repository: Path) -> Iterator[TritonServer]:
     """One server on every address: the flood reaches it on loopback, the good client on
     the host's end of the namespace's veth pair."""
-    with serving(cpu_repository, address="0.0.0.0") as started:
+    with temporary_server(cpu_repository, address="0.0.0.0") as started:
         yield started
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import run_tvision, serving
+from tests.helpers import run_tvision
 from tests.k8s.rendering import one, render
 from tests.labelled import blurred, labelled_set
 from tests.prometheus import Prometheus
 from tvision.exit_codes import EXIT_OK
-from tvision.server import TritonServer
+from tvision.server import TritonServer, temporary_server
 from tvision_client import Client
 from tvision_export import contract
 from tvision_export.options import ServingOptions
@@ -68,7 +68,7 @@ def watched_server(reference_file, default_source, tmp_path_factory) -> Iterator
     repository = tmp_path_factory.mktemp("watched") / "model_repository"
     options = ServingOptions(quality_reference=str(reference_file))
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
-    with serving(repository) as server:
+    with temporary_server(repository) as server:
         yield server
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.helpers import serving
 from tvision.edge import EdgeTLS
-from tvision.server import ServerPorts, TritonServer, edge_limits_for
+from tvision.server import ServerPorts, TritonServer, edge_limits_for, temporary_server
 from tvision_client import (
     AsyncClient,
     AuthenticationError,
@@ -178,7 +177,7 @@ def _tls_server(
         certificates["server_key"],
         certificates["ca"] if mutual else None,
     )
-    return serving(repository, tls=tls)
+    return temporary_server(repository, tls=tls)
 
 
 def test_server_tls_with_a_custom_root_certificate(cpu_repository, certificates) -> None:
@@ -219,7 +218,7 @@ def test_bearer_token_metadata_reaches_a_server_that_requires_it(cpu_repository)
     args = [f"--grpc-restricted-protocol=inference:authorization={token}"]
     header = {"triton-grpc-protocol-authorization": token}
     once = RetryPolicy(max_attempts=1)
-    with serving(cpu_repository, extra_args=args) as server:
+    with temporary_server(cpu_repository, extra_args=args) as server:
 
         def ensemble_requests() -> float:
             return sum(
@@ -279,7 +278,7 @@ def test_one_target_with_two_addresses_balances_per_call(cpu_repository, triton_
     names = ModelNames.for_model(DEFAULT_SPEC.name)
     free = ServerPorts.free()
     ports = ServerPorts(grpc=triton_server.ports.grpc, http=free.http, metrics=free.metrics)
-    with serving(cpu_repository, ports, address="127.0.0.2") as second:
+    with temporary_server(cpu_repository, ports, address="127.0.0.2") as second:
         # Ready, and not a request sent yet: the executions counted are the warmup's.
         for model in (names.preprocess, names.classifier):
             assert _metric(second, "nv_inference_exec_count", model) >= 1, model
@@ -322,7 +321,7 @@ def test_overload_is_rejected_fast_with_a_named_reason(default_source, tmp_path)
     # 24 callers from one address: above the edge's per-client cap (16), whose 503 names
     # another reason; the queue's rejection is what this test is about.
     edge = edge_limits_for(repository, max_requests_per_client=64)
-    with serving(repository, edge=edge) as server:
+    with temporary_server(repository, edge=edge) as server:
         with Client(server.grpc_url, retry=RetryPolicy(max_attempts=1), timeout_s=60) as client:
             client.model_info()
 

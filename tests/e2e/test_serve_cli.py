@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import http_status, serving
-from tvision.server import ADMIN_KEY_HEADER, ServerPorts
+from tests.helpers import http_status
+from tvision.server import ADMIN_KEY_HEADER, ServerPorts, temporary_server
 from tvision_client import Client, TLSConfig
 from tvision_export.samples import sample_photo
 
@@ -202,7 +202,7 @@ def test_serve_refuses_half_a_lockdown_with_a_clear_error(cpu_repository, extra,
 def test_the_watchdog_heals_a_locked_down_server(cpu_repository) -> None:
     """Healing reloads through the model-control API, which the key now guards."""
     key = "heal-key-0123456789"
-    with serving(cpu_repository, admin_key=key) as server:
+    with temporary_server(cpu_repository, admin_key=key) as server:
         assert server.watchdog is not None
         (model, pids), *_ = sorted(server.watchdog.stubs().items())
         os.kill(pids[0], signal.SIGKILL)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run_tvision, serving
+from tests.helpers import run_tvision
+from tvision.server import temporary_server
 from tvision_client import Client
 from tvision_export import configs, contract, repository
 from tvision_export.onnx_import import OnnxImportError, import_onnx, inspect_onnx
@@ -96,7 +97,7 @@ def test_failed_export_leaves_the_previous_version_intact_and_serving(
     assert _snapshot(live) == before
     assert not list(tmp_path.glob(".model_repository.staging-*"))
     assert verify_repository(live) == []
-    with serving(live) as server, Client(server.grpc_url) as client:
+    with temporary_server(live) as server, Client(server.grpc_url) as client:
         assert client.model_info().versions == ["1"]
         assert client.classify(COFFEE).top.index == ESPRESSO
 
@@ -114,7 +115,7 @@ def test_new_versions_are_numbered_and_the_policy_keeps_the_latest(
     config = configs.parse((live / names.classifier / "config.pbtxt").read_text())
     assert config.version_policy.latest.num_versions == 2
     assert verify_repository(live) == []
-    with serving(live) as server, Client(server.grpc_url) as client:
+    with temporary_server(live) as server, Client(server.grpc_url) as client:
         assert sorted(client.model_info().versions) == ["2", "3"]
         assert sorted(client.model_info(names.classifier).versions) == ["2", "3"]
         assert client.classify(COFFEE).top.index == ESPRESSO
@@ -286,7 +287,7 @@ def multi_model_server(cpu_repository, foreign_models, tmp_path_factory):
         live / ModelNames.for_model("nhwc_bgr").classifier / "1" / contract.MODEL_ONNX_FILE
     )
     assert served_copy.read_bytes() != before["logits"]
-    with serving(live) as server:
+    with temporary_server(live) as server:
         yield live, server
 
 

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.export.test_warmup import NAMES, warmup_batch_sizes
-from tests.helpers import serving
+from tvision.server import temporary_server
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def test_a_fresh_server_ran_the_classifier_at_every_warmup_batch_size(cpu_repository) -> None:
     expected = warmup_batch_sizes(cpu_repository)
     assert len(expected) == 3
-    with serving(cpu_repository) as server:
+    with temporary_server(cpu_repository) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         try:
             # Ready, and not a request sent: every execution counted is the warmup's.

@@ -45,7 +45,7 @@ from tvision.bench.rounds import (
     ratio_line,
 )
 from tvision.edge import Edge, EdgeLimits, EdgePorts
-from tvision.server import EXEC_WRAPPER, ServerPorts, TritonServer, free_ports
+from tvision.server import EXEC_WRAPPER, TritonServer, free_ports, temporary_server
 from tvision.server.repository import edge_limits_for
 
 # nginx's own http2_body_preread_size, the window the edge had before it set one.
@@ -101,7 +101,7 @@ def run_edge_benchmark(
         # The callers share one address: the per-client cap must admit them all.
         cap = max(EdgeLimits().max_requests_per_client, 2 * concurrency)
         edge = edge_limits_for(repository, max_requests_per_client=cap)
-        with TritonServer(repository, ServerPorts.free(), edge=edge) as server:
+        with temporary_server(repository, edge=edge) as server:
             loads = _throughput(server, concurrency, rounds, duration_s, progress)
             large = _large_image()
             progress(f"one {len(large) / 1e6:.2f} MB image, {delay_s * 1000:.0f} ms away")

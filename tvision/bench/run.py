@@ -13,7 +13,7 @@ from tvision.bench.defaults import CONCURRENCIES, run_duration_s
 from tvision.bench.images import bench_images
 from tvision.bench.paths import BenchPaths, write_naive_baseline
 from tvision.bench.report import NAIVE_COMPARISON_CONCURRENCY, PATHS, BenchReport, RunResult
-from tvision.server import ServerPorts, TritonServer, edge_limits_for
+from tvision.server import edge_limits_for, temporary_server
 
 if TYPE_CHECKING:  # pragma: no cover
     from tvision_export.options import ServingOptions
@@ -81,7 +81,7 @@ def run_benchmark(
         # Every caller comes from this machine's one address: the edge's per-client cap
         # (16 by default) would refuse the higher concurrencies' calls, not measure them.
         edge = edge_limits_for(repository, max_requests_per_client=max(concurrencies))
-        with TritonServer(repository, ServerPorts.free(), edge=edge) as server:
+        with temporary_server(repository, edge=edge) as server:
             bench = BenchPaths(server, spec, options, images, duration)
             if "limit" in paths:
                 progress("in-process limit")

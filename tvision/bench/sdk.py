@@ -23,7 +23,7 @@ from tvision.bench.rounds import (
     rates_json,
     ratio_line,
 )
-from tvision.server import ServerPorts, TritonServer
+from tvision.server import temporary_server
 
 # The SDK may cost at most this much throughput against raw tritonclient.
 SDK_TARGET = 0.97
@@ -65,7 +65,7 @@ def run_sdk_benchmark(
         export_model(DEFAULT_SPEC, repository, ServingOptions())
         progress("starting tritonserver")
         with (
-            TritonServer(repository, ServerPorts.free()) as server,
+            temporary_server(repository) as server,
             Client(server.grpc_url, timeout_s=120) as sdk,
         ):
             sdk.model_info()

@@ -9,7 +9,8 @@ One job per module:
 - ``repository``: the served repository (local or remote) and the edge limits it implies;
 - ``security``: the admin-API key policy and gRPC TLS flags;
 - ``cleanup``: shared-memory regions and work directories servers leave;
-- ``watchdog``: ``StubWatchdog``, which reloads a model whose python-backend stub died.
+- ``watchdog``: ``StubWatchdog``, which reloads a model whose python-backend stub died;
+- ``temporary``: ``temporary_server``, a server for one job, killed when it ends.
 
 Reliability, measured by the fault suite (``tests/e2e/test_faults.py``), is described in
 the module it belongs to (``watchdog``, ``binary``, ``cleanup``). Every name below is
@@ -47,6 +48,7 @@ from tvision.server.security import (
     restricted_api_args,
     triton_tls_args,
 )
+from tvision.server.temporary import temporary_server
 from tvision.server.watchdog import Heal, StubWatchdog
 
 __all__ = [
@@ -76,6 +78,7 @@ __all__ = [
     "restricted_api_args",
     "served_repository",
     "server_environment",
+    "temporary_server",
     "triton_tls_args",
     "tritonserver_binary",
 ]
