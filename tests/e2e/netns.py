@@ -52,7 +52,7 @@ try:
     print("ready", server.grpc_url, flush=True)
     sys.stdin.read()
 finally:
-    server.stop()
+    server.stop(graceful=False)  # the tests are done with it (tvision/server/temporary.py)
 """
 
 # Inside the namespace: accept on RELAY_PORT, connect to the replica's gRPC port, and pass

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import serving
 from tests.k8s.rendering import K8S_DIR, one, render
 from tests.prometheus import NAMESPACE, POD, Prometheus, binary
-from tvision.server import TritonServer, edge_limits_for
+from tvision.server import TritonServer, edge_limits_for, temporary_server
 from tvision_client import Client, UnavailableError
 from tvision_export.repository import ModelNames
 from tvision_export.samples import sample_photo
@@ -53,7 +52,7 @@ def idle_server(cpu_repository: Path) -> Iterator[TritonServer]:
     edge does not cap requests per client: all the callers come from 127.0.0.1, and they
     must queue in Triton (tests/e2e/test_per_client_limit.py tests the cap)."""
     edge = edge_limits_for(cpu_repository, max_requests_per_client=1024)
-    with serving(cpu_repository, edge=edge) as server:
+    with temporary_server(cpu_repository, edge=edge) as server:
         yield server
 
 
@@ -128,12 +127,12 @@ def test_the_metric_is_zero_idle_and_rises_with_load(
     assert idle == 0.0
 
     # One caller never queues behind another: what it waits is the batchers' queue delay.
-    assert _load(idle_server, callers=1, seconds=6) > 0
+    assert _load(idle_server, callers=1, seconds=3) > 0
     light = prometheus.value_after_next_scrapes(query)
     assert math.isfinite(light) and light > 0
 
     callers, in_service = _callers_certain_to_queue(cpu_repository)
-    served = _load(idle_server, callers=callers, seconds=10)
+    served = _load(idle_server, callers=callers, seconds=6)
     heavy = prometheus.value_after_next_scrapes(query)
     print(
         f"queue us per request: idle {idle}, 1 caller {light:.0f}, {callers} callers "

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers import serving
 from tvision.loadtest_run import locust_command
-from tvision.server import TritonServer
+from tvision.server import TritonServer, temporary_server
 from tvision_export.options import ServingOptions
 from tvision_export.repository import write_version
 from tvision_export.spec import DEFAULT_SPEC
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 def _run(server: TritonServer, *extra: str) -> tuple[int, str]:
     completed = subprocess.run(
-        locust_command(server.grpc_url, 2, 2, "6s", "--metrics-url", server.metrics_url, *extra),
+        locust_command(server.grpc_url, 2, 2, "4s", "--metrics-url", server.metrics_url, *extra),
         capture_output=True, text=True, timeout=90, check=False,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -50,7 +49,7 @@ def slow_server(default_source, fast_run, tmp_path_factory) -> Iterator[TritonSe
         queue_timeout_us=10 * delay_us,
     )  # fmt: skip
     write_version(repository, DEFAULT_SPEC.name, default_source, options)
-    with serving(repository) as server:
+    with temporary_server(repository) as server:
         yield server
 
 
