@@ -9,6 +9,7 @@ One job per module:
 - ``repository``: the served repository (local or remote) and the edge limits it implies;
 - ``security``: the admin-API key policy and gRPC TLS flags;
 - ``cleanup``: shared-memory regions and work directories servers leave;
+- ``log``: what Triton's log says that its APIs do not (a failed load, live models);
 - ``watchdog``: ``StubWatchdog``, which reloads a model whose python-backend stub died;
 - ``temporary``: ``temporary_server``, a server for one job, killed when it ends.
 

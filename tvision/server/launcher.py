@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from tvision.server.binary import (
     wrapped,
 )
 from tvision.server.errors import ServerError
+from tvision.server.log import load_failures, only_stale_models_left
 from tvision.server.ports import ServerPorts, free_ports, refuse_ports_in_use
 from tvision.server.repository import as_served, edge_limits_for
 from tvision.server.security import (
@@ -204,8 +204,11 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self, ready_timeout_s: float = 240.0, heal: bool = True) -> TritonServer:
-        """Start the server and block until ``/v2/health/ready`` answers 200.
+    def start(
+        self, ready_timeout_s: float = 240.0, heal: bool = True, fail_fast: bool = True
+    ) -> TritonServer:
+        """Start the server and block until ``/v2/health/ready`` answers 200. A model that
+        fails to load is reported at once (``fail_fast``), not when Triton exits for it.
 
         The server gets SIGTERM if the thread that started it exits, so start it from a
         thread that lives as long as the server (the main thread, usually).
@@ -242,12 +245,12 @@ class TritonServer:
         try:
             if self.edge_limits is not None:
                 self._start_edge(self.edge_limits, self._work_dir / "edge")
-            self._wait_until_ready(ready_timeout_s)
+            self._wait_until_ready(ready_timeout_s, fail_fast)
             if heal:
                 self.watchdog = StubWatchdog(self)
                 self.watchdog.start()
         except BaseException:
-            self.stop()
+            self.stop(graceful=False)  # never ready: nothing is in flight
             raise
         return self
 
@@ -304,10 +307,13 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def _wait_until_ready(self, timeout_s: float) -> None:
+    def _wait_until_ready(self, timeout_s: float, fail_fast: bool) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process is not None
+            failed = load_failures(self.log_tail(400)) if fail_fast else []
+            if failed:
+                raise ServerError(f"tritonserver could not load model {failed[0]}")
             if self.process.poll() is not None:
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode} before it was "
@@ -348,8 +354,8 @@ class TritonServer:
             process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + wait_s
             while process.poll() is None and time.monotonic() < deadline:
-                if stale_instances and self._only_stale_models_left(stale_instances):
-                    break  # nothing left to drain; see _only_stale_models_left
+                if stale_instances and only_stale_models_left(self.log_tail(200), stale_instances):
+                    break  # nothing left to drain; see tvision/server/log.py
                 time.sleep(0.2)
         if process.poll() is None:
             process.kill()
@@ -369,21 +375,6 @@ class TritonServer:
                 self._log_path = None
         self.process = None
         return process.returncode
-
-    def _only_stale_models_left(self, stale: int) -> bool:
-        """While shutting down, Triton logs each second how many models are still live.
-        An instance whose stub died never finishes unloading, so a server whose models were
-        healed would sit out the whole exit timeout and exit 1. Once Triton is unloading (no
-        inference is in flight) and no more models are live than instances were replaced,
-        only those are left, and there is nothing to wait for."""
-        lines = self.log_tail(200).splitlines()
-        if not any("unloading models" in line for line in lines):
-            return False
-        for line in reversed(lines[-5:]):
-            found = re.search(r"Found (\d+) live models and 0 in-flight", line)
-            if found:
-                return int(found.group(1)) <= stale
-        return False
 
     def __enter__(self) -> TritonServer:
         if self.process is None:
