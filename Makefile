@@ -105,7 +105,9 @@ system-packages:
 serve-packages:
 	$(call debian_packages,$(SERVE_PACKAGES))
 
-test: $(INSTALLED) $(CHECKOV) $(AWSCLI) system-packages
+# The two tool environments install side by side (most of it is waiting on the registry).
+test: $(INSTALLED) system-packages
+	@$(MAKE) -s --no-print-directory -j2 $(CHECKOV) $(AWSCLI)
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)
