@@ -3,12 +3,14 @@ before any load is sent (issue 20, points 7, 8 and 12)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -178,20 +180,17 @@ for baseline, save in (("", ""), ("", "saved.json"), ("old.json", "")):
 
 def test_make_loadtest_gives_each_run_a_report_of_its_own(tmp_path, monkeypatch) -> None:
     """The release recipe's two ``make loadtest`` runs: the second does not overwrite the
-    first's report, even within the same second."""
+    first's report, even within the same second. A fake server and a fake Locust run: what
+    is checked is the report's name and the edge's cap, not a run."""
 
     class FakeServer:
         grpc_url, metrics_url = "127.0.0.1:1", "http://127.0.0.1:2/metrics"
 
-        def __init__(self, *_args: object, edge: EdgeLimits) -> None:
-            # All users run on this machine: the edge must admit them all from one address.
-            caps.append(edge.max_requests_per_client)
-
-        def __enter__(self) -> FakeServer:
-            return self
-
-        def __exit__(self, *_exc: object) -> None:
-            pass
+    @contextlib.contextmanager
+    def fake_server(*_args: object, edge: EdgeLimits) -> Iterator[FakeServer]:
+        # All users run on this machine: the edge must admit them all from one address.
+        caps.append(edge.max_requests_per_client)
+        yield FakeServer()
 
     reports: list[str] = []
     caps: list[int] = []
@@ -204,7 +203,7 @@ def test_make_loadtest_gives_each_run_a_report_of_its_own(tmp_path, monkeypatch)
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(loadtest_run, "TritonServer", FakeServer)
+    monkeypatch.setattr(loadtest_run, "temporary_server", fake_server)
     monkeypatch.setattr(loadtest_run.subprocess, "run", run)
     for _ in range(2):
         assert loadtest_run.main(["--repository", "repo", "--", "--slo-p99-ms", "2000"]) == 0
