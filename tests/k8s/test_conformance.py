@@ -127,7 +127,7 @@ class PodServer:
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
             self.work = None
-        self.triton.stop(graceful=False)  # a pod's graceful stop is not what these test
+        self.triton.stop(graceful=False)  # a pod's graceful stop is not what these check
 
 
 def _server_for(repository: str) -> PodServer:

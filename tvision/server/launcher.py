@@ -33,7 +33,7 @@ from tvision.server.binary import (
     wrapped,
 )
 from tvision.server.errors import ServerError
-from tvision.server.log import load_failures, only_stale_models_left
+from tvision.server.log import first_load_failure, only_stale_models_left
 from tvision.server.ports import ServerPorts, free_ports, refuse_ports_in_use
 from tvision.server.repository import as_served, edge_limits_for
 from tvision.server.security import (
@@ -311,9 +311,9 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process is not None
-            failed = load_failures(self.log_tail(400)) if fail_fast else []
+            failed = first_load_failure(self.log_tail(400)) if fail_fast else None
             if failed:
-                raise ServerError(f"tritonserver could not load model {failed[0]}")
+                raise ServerError(f"tritonserver could not load model {failed}")
             if self.process.poll() is not None:
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode} before it was "

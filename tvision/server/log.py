@@ -10,17 +10,18 @@ from __future__ import annotations
 import re
 
 # E... model_lifecycle.cc:642] "failed to load 'NAME' version 1: REASON"
-_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$")
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _LIVE_MODELS = re.compile(r"Found (\d+) live models and 0 in-flight")
 
 
-def load_failures(log: str) -> list[str]:
-    """Each model that failed to load, as "'NAME': REASON", in the log's order.
+def first_load_failure(log: str) -> str | None:
+    """The first model that failed to load, as "'NAME': REASON", or None.
 
     Triton exits once its start has failed (``--exit-on-error``, the default), but only after
     unloading every model that did load, about 1 s per python-backend instance: the
     launcher reports the failure when it is logged instead of waiting for that exit."""
-    return [f"'{m[1]}': {m[2]}" for line in log.splitlines() if (m := _LOAD_FAILURE.search(line))]
+    found = _LOAD_FAILURE.search(log)
+    return None if found is None else f"'{found[1]}': {found[2]}"
 
 
 def only_stale_models_left(log: str, stale: int) -> bool:

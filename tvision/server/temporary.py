@@ -1,8 +1,8 @@
 """A server for one job that nothing else shares: a benchmark's, a load test's, a test's.
 
 It is killed when the job ends (``TritonServer.stop(graceful=False)``): nothing is in flight
-then and nothing of it is kept, and a graceful stop would cost about 4 s, the python
-backend's unload (it sleeps 1 s for each model instance). The cleanup is the same either
+then and nothing of it is kept, and a graceful stop waits on the python backend's unload
+(it sleeps 1 s for each model instance). The cleanup is the same either
 way: no process, shared-memory region or work directory is left
 (``tests/e2e/test_faults.py`` checks both).
 """
