@@ -259,12 +259,15 @@ def measure(
         ValueError: an unknown strategy.
         OSError: a photo cannot be read or is not an image.
     """
+    from tvision_export.options import ServingOptions
     from tvision_export.triton_models.preprocess import ImagePreprocessor
 
     classify = _classifier(onnx_path)
     spec_dict = json.loads(spec.preprocess.to_json())
+    strict = ServingOptions().strict_jpeg  # the JPEG decode the server runs by default
     preprocessors = {
-        name: ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name) for name in strategies
+        name: ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name, strict_jpeg=strict)
+        for name in strategies
     }
     results = {name: StrategyResult(name) for name in strategies}
     jpegs_by_class: dict[str, int] = {}

@@ -1,7 +1,7 @@
 """Triton python-backend model: encoded image bytes -> normalised float32 NCHW tensors.
 
 The exporter copies this file into the model repository as ``<name>_preprocess/<v>/model.py``.
-It imports only numpy and Pillow, so it runs in the embedded server and in the NGC image.
+It imports only numpy, Pillow and simplejpeg (the serving image installs all three).
 Every preprocessing number comes from the ``preprocess_spec`` config parameter that the
 exporter writes from the model's spec; nothing about the model is hard-coded here.
 
@@ -11,10 +11,10 @@ in-process path and the client-side path run exactly the same code as the server
 Why it is fast (see the README's Performance section for the measurements):
 - ``execute`` treats all the requests Triton hands it as one batch: images are decoded one
   by one, then normalised together, one fused multiply-add per channel;
-- with a ``draft-Nx`` decode strategy, large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in
-  libjpeg's DCT domain (``Image.draft``), never below N times the resize target, so the
-  antialiased resize that follows still does most of the downscaling; ``exact`` decodes
-  at full size, as the reference preprocessing does (see the README's fidelity table);
+- a JPEG is decoded once, by libjpeg-turbo in strict mode, which also rejects damaged data;
+  with a ``draft-Nx`` strategy, at 1/2, 1/4 or 1/8 scale in the DCT domain, never below N
+  times the resize target, so the antialiased resize still does most of the downscaling;
+  ``exact`` decodes at full size, as the reference does (see the README's fidelity table);
 - resizing happens on uint8 pixels, before any float conversion, and only the region the
   center crop keeps is resampled, with its box computed from the original size.
 """
@@ -146,8 +146,8 @@ class ImagePreprocessor:
         return self._resize_and_crop(*self.load_upright(data, position))
 
     def load_upright(self, data: Any, position: int = 0) -> tuple[Image.Image, tuple[int, int]]:
-        """Decode to an upright RGB image (reduced in size by the decode strategy), and
-        return it with the full-resolution upright size the reference would see.
+        """Decode to an upright RGB (or RGBX) image, reduced in size by the decode strategy,
+        and return it with the full-resolution upright size the reference would see.
 
         Raises:
             ImageRejected: as for ``decode``.
@@ -156,13 +156,19 @@ class ImagePreprocessor:
         image = self._open_checked(data, where)
         width, height = image.size
         if image.format in _JPEG_FORMATS:
-            if self.strict_jpeg:
-                _check_jpeg_data(bytes(data), where)
             reduction = self.jpeg_reduction(width, height)
+            if self.strict_jpeg and image.mode in _SIMPLEJPEG_MODES:
+                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+                pixels = _decode_jpeg_strict(bytes(data), (width, height), reduction, where)
+                decoded = Image.frombuffer("RGBX", pixels.shape[1::-1], pixels, "raw", "RGBX", 0, 1)
+                if orientation in _EXIF_TRANSPOSE:
+                    decoded = decoded.transpose(_EXIF_TRANSPOSE[orientation])
+                return decoded, ((height, width) if orientation in _SWAPS_AXES else (width, height))
+            if self.strict_jpeg:  # CMYK: checked at 1/8 scale, then decoded by Pillow
+                _decode_jpeg_strict(bytes(data), image.size, 8, where, colorspace="CMYK")
             if reduction > 1:
-                # Pillow picks the largest power of two that keeps the decoded size at or
-                # above the request; asking for floor(size / reduction) yields exactly
-                # ``reduction`` (a ceil here would silently skip it, e.g. at 683x512).
+                # Pillow picks the largest power of two that keeps the size at or above the
+                # request: floor(size / reduction) yields exactly ``reduction`` (ceil may not).
                 image.draft("RGB", (width // reduction, height // reduction))
         try:
             image.load()
@@ -273,26 +279,40 @@ class ImagePreprocessor:
             (top + self.crop_px) / scale_y,
         )
         image = image.resize((self.crop_px, self.crop_px), Image.BILINEAR, box=box)
-        return np.asarray(image, dtype=np.uint8)
+        return np.asarray(image, dtype=np.uint8)[..., :3]  # RGBX (a strict JPEG decode) to RGB
 
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations 5-8 are rotated by 90 degrees: width and height trade places.
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
+# What EXIF orientations 2-8 need to stand upright (the table ImageOps.exif_transpose uses).
+_T = Image.Transpose
+_EXIF_TRANSPOSE = {
+    2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE,
+    6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90,
+}  # fmt: skip
+_SIMPLEJPEG_MODES = frozenset({"RGB", "L"})  # YCbCr, RGB, grayscale; CMYK goes to Pillow
 
 
-def _check_jpeg_data(data: bytes, where: str) -> None:
-    """Reject damaged JPEG data, which libjpeg would decode with only a warning.
+def _decode_jpeg_strict(
+    data: bytes, size: tuple[int, int], reduction: int, where: str, colorspace: str = "RGBX"
+) -> np.ndarray:
+    """Decode a JPEG at 1/``reduction`` scale and reject damaged data, in one pass. RGBX
+    is Pillow's own layout for RGB: ``Image.frombuffer`` uses the pixels without a copy.
 
-    Pillow does not surface libjpeg's warnings, so the data is decoded once more at 1/8
-    scale by libjpeg-turbo through simplejpeg in strict mode, which raises on them. Bit
-    errors that leave a valid JPEG stream cannot be detected by any decoder.
-
-    Raises:
-        ImageRejected: the data is damaged; the message quotes libjpeg.
+    libjpeg decodes damaged or truncated data with only a warning, which Pillow does not
+    surface; libjpeg-turbo (simplejpeg) in strict mode raises on it. With Pillow's accurate
+    IDCT, fancy upsampling and ``Image.draft``'s scale, the pixels are Pillow's, bit for bit
+    (a test checks). No decoder detects bit errors that leave a valid JPEG stream. Raises
+    ImageRejected, quoting libjpeg, for damaged data.
     """
+    # Exactly 1/reduction: a factor of at least ``reduction``, and no less than that size.
+    least_width, least_height = -(-size[0] // reduction), -(-size[1] // reduction)
     try:
-        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
+        return simplejpeg.decode_jpeg(
+            data, colorspace, fastdct=False, fastupsample=False, min_height=least_height,
+            min_width=least_width, min_factor=reduction, strict=True,
+        )  # fmt: skip
     except ValueError as exc:
         raise ImageRejected(f"{where}: damaged JPEG data: {exc}") from exc
 
