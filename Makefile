@@ -19,9 +19,13 @@ CHECKOV_VERSION := 3.3.30
 # The AWS CLI runs the model-from-pvc init container's copy script in the tests.
 AWSCLI := $(VENV)/tools/awscli/bin/aws
 AWSCLI_VERSION := 1.46.3
+# NVIDIA's perf_analyzer is the binary inside this tritonclient wheel (PyPI's perf-analyzer
+# package is a placeholder); it loads libcudart.so.12 even without a GPU, and libb64.
+PERF_ANALYZER := $(VENV)/tools/perf-analyzer/bin/perf_analyzer
+PERF_ANALYZER_SPECS := tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79
 
 .PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean \
-	system-packages serve-packages
+	system-packages serve-packages perf-analyzer
 
 help:
 	@echo "make demo     set up, export, serve, classify the sample photos, stop"
@@ -29,6 +33,7 @@ help:
 	@echo "make serve    run the server in the foreground until Ctrl-C"
 	@echo "make export   export a new version (TARGET=cpu|gpu, REPOSITORY=...)"
 	@echo "make bench    benchmark: served ensemble vs limit, client-side, naive; SDK vs tritonclient"
+	@echo "make perf-analyzer NVIDIA's perf_analyzer beside tvision bench and the in-process limit"
 	@echo "make fidelity each JPEG decode strategy vs the reference preprocessing on ~330 real photos"
 	@echo "make loadtest 60 s Locust run with SLO gate against a fresh embedded server"
 	@echo "make lint typecheck k8s clean"
@@ -68,7 +73,7 @@ serve: $(REPOSITORY)/$(MODEL)/config.pbtxt serve-packages
 define tool_venv
 	@echo "==> installing $(2) into $(VENV)/tools/$(1)"
 	@$(BIN)/python -m venv $(VENV)/tools/$(1)
-	@$(VENV)/tools/$(1)/bin/python -m pip install -q --disable-pip-version-check "$(2)" \
+	@$(VENV)/tools/$(1)/bin/python -m pip install -q --disable-pip-version-check $(2) \
 		> $(VENV)/$(1)-install.log 2>&1 || { tail -n 30 $(VENV)/$(1)-install.log; exit 1; }
 endef
 
@@ -78,13 +83,17 @@ $(CHECKOV): | $(INSTALLED)
 $(AWSCLI): | $(INSTALLED)
 	$(call tool_venv,awscli,awscli==$(AWSCLI_VERSION))
 
+$(PERF_ANALYZER): | $(INSTALLED)
+	$(call tool_venv,perf-analyzer,$(PERF_ANALYZER_SPECS))
+
 # Debian packages run for real. nginx is the edge in front of Triton (tvision/edge.py):
 # every server the launcher starts needs it, so `make demo` and `make serve` install it too.
 # The tests also run Prometheus (and promtool) for the autoscaling metric, Chromium for the
-# load-test report, and nft for the network-fault rows. Installed when missing and this is
-# root (CI); otherwise the command says what to install.
+# load-test report, nft for the network-fault rows, and libb64 for perf_analyzer. Installed
+# when missing and this is root (CI); otherwise the command says what to install.
 SERVE_PACKAGES := nginx
-SYSTEM_PACKAGES := $(SERVE_PACKAGES) prometheus chromium nftables curl
+PERF_ANALYZER_PACKAGES := libb64-0d
+SYSTEM_PACKAGES := $(SERVE_PACKAGES) $(PERF_ANALYZER_PACKAGES) prometheus chromium nftables curl
 define debian_packages
 	@missing=""; for pkg in $(1); do \
 		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -107,7 +116,7 @@ serve-packages:
 
 # The two tool environments install side by side (most of it is waiting on the registry).
 test: $(INSTALLED) system-packages
-	@$(MAKE) -s --no-print-directory -j2 $(CHECKOV) $(AWSCLI)
+	@$(MAKE) -s --no-print-directory -j3 $(CHECKOV) $(AWSCLI) $(PERF_ANALYZER)
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)
@@ -141,6 +150,11 @@ fidelity: $(REPOSITORY)/$(MODEL)/config.pbtxt
 LOADTEST_GATE ?= --slo-p99-ms 2000 --slo-max-failure-ratio 0
 loadtest: $(REPOSITORY)/$(MODEL)/config.pbtxt serve-packages
 	$(BIN)/python -m tvision.loadtest_run --repository $(REPOSITORY) -- $(LOADTEST_GATE)
+
+# perf_analyzer against the exported defaults, beside tvision bench's served path and the limit.
+perf-analyzer: $(INSTALLED) $(PERF_ANALYZER) serve-packages
+	$(call debian_packages,$(PERF_ANALYZER_PACKAGES))
+	$(BIN)/tvision bench --perf-analyzer
 
 # Quiet (@): the output is YAML for `make k8s | kubectl apply -f -`.
 k8s: $(INSTALLED)

@@ -14,6 +14,9 @@ CONCURRENCIES = (1, 4, 16, 32)
 DURATION_S = 10.0
 QUICK_DURATION_S = 2.0
 
+# ``tvision bench --perf-analyzer``: callers per run.
+PERF_ANALYZER_CONCURRENCIES = (1, 4, 16)
+
 # ``tvision bench-sdk``.
 SDK_CONCURRENCY = 8
 SDK_ROUNDS = 3

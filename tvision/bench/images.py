@@ -53,3 +53,21 @@ def bench_images() -> list[BenchImage]:
         )
         for photo, (width, height), kind in plan
     ]
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def images_in(directory: Path) -> list[BenchImage]:
+    """The images in ``directory`` (by suffix, sorted by name), sent in turn instead of the
+    mix (``--images``).
+
+    Raises:
+        ValueError: there is no such directory, or no image in it.
+    """
+    if not directory.is_dir():
+        raise ValueError(f"--images {directory}: no such directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--images {directory}: no {', '.join(IMAGE_SUFFIXES)} files in it")
+    return [BenchImage(path.name, path.read_bytes()) for path in files]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tvision.bench.defaults import CONCURRENCIES, run_duration_s
-from tvision.bench.images import bench_images
+from tvision.bench.images import BenchImage, bench_images
 from tvision.bench.paths import BenchPaths, write_naive_baseline
+from tvision.bench.perf_analyzer import PerfAnalyzerReport, PerfAnalyzerTool, compare
 from tvision.bench.report import NAIVE_COMPARISON_CONCURRENCY, PATHS, BenchReport, RunResult
-from tvision.server import edge_limits_for, temporary_server
+from tvision.server import TritonServer, edge_limits_for, temporary_server
+from tvision_export.spec import DEFAULT_SPEC
 
 if TYPE_CHECKING:  # pragma: no cover
     from tvision_export.options import ServingOptions
@@ -52,50 +55,36 @@ def run_benchmark(
     progress: Progress = lambda _message: None,
     overrides: dict[str, Any] | None = None,
     paths: Sequence[str] = PATHS,
+    images: list[BenchImage] | None = None,
 ) -> BenchReport:
-    """Run the chosen paths; ``overrides`` changes the exported ``ServingOptions``.
+    """Run the chosen paths; ``overrides`` changes the exported ``ServingOptions``;
+    ``images`` replaces the bench mix.
 
     Raises:
         ValueError: unknown paths, or a full run without the naive comparison's concurrency.
         ServerError: the server did not start with this export (``--set target=gpu``
             here: the embedded server has no onnxruntime backend).
     """
-    from tvision_export.exporter import classifier_source, export_model
-    from tvision_export.spec import DEFAULT_SPEC
-
     check_request(paths, concurrencies)
     duration = run_duration_s(quick, duration_s)
     options = bench_options(overrides)
-    spec = DEFAULT_SPEC
-    images = bench_images()
+    images = images or bench_images()
     results: list[RunResult] = []
-    with tempfile.TemporaryDirectory(prefix="tvision-bench-") as work_dir:
-        repository = Path(work_dir) / "model_repository"
-        progress("exporting the model")
-        export = export_model(spec, repository, options)
-        if "naive" in paths:
-            progress("writing the naive baseline beside it")
-            source = classifier_source(spec, export.written.classifier_onnx)
-            write_naive_baseline(repository, spec.name, source, options)
-        progress("starting tritonserver")
-        # Every caller comes from this machine's one address: the edge's per-client cap
-        # (16 by default) would refuse the higher concurrencies' calls, not measure them.
-        edge = edge_limits_for(repository, max_requests_per_client=max(concurrencies))
-        with temporary_server(repository, edge=edge) as server:
-            bench = BenchPaths(server, spec, options, images, duration)
-            if "limit" in paths:
-                progress("in-process limit")
-                results.append(bench.limit(export.written.classifier_onnx))
-            for concurrency in concurrencies:
-                if "served" in paths:
-                    progress(f"served ensemble, concurrency {concurrency}")
-                    results.append(bench.served(concurrency, spec.name))
-                if "client-side" in paths:
-                    progress(f"client-side preprocessing, concurrency {concurrency}")
-                    results.append(bench.client_side(concurrency))
-                if "naive" in paths:
-                    progress(f"naive ensemble, concurrency {concurrency}")
-                    results.append(bench.naive(concurrency))
+    with _served_export(options, max(concurrencies), progress, "naive" in paths) as served:
+        bench = BenchPaths(served.server, DEFAULT_SPEC, options, images, duration)
+        if "limit" in paths:
+            progress("in-process limit")
+            results.append(bench.limit(served.onnx_path))
+        for concurrency in concurrencies:
+            if "served" in paths:
+                progress(f"served ensemble, concurrency {concurrency}")
+                results.append(bench.served(concurrency, DEFAULT_SPEC.name))
+            if "client-side" in paths:
+                progress(f"client-side preprocessing, concurrency {concurrency}")
+                results.append(bench.client_side(concurrency))
+            if "naive" in paths:
+                progress(f"naive ensemble, concurrency {concurrency}")
+                results.append(bench.naive(concurrency))
     return BenchReport(
         cpu_count=os.cpu_count(),
         quick=quick,
@@ -105,3 +94,57 @@ def run_benchmark(
         image_bytes={image.name: len(image.data) for image in images},
         results=results,
     )
+
+
+def run_perf_analyzer_comparison(
+    concurrencies: Sequence[int],
+    duration_s: float,
+    progress: Progress = lambda _message: None,
+    images: list[BenchImage] | None = None,
+    tool: PerfAnalyzerTool | None = None,
+) -> PerfAnalyzerReport:
+    """``tvision bench --perf-analyzer``: see ``tvision.bench.perf_analyzer``.
+
+    Raises:
+        PerfAnalyzerError: perf_analyzer is not installed, or it failed.
+        ServerError: the server did not start.
+    """
+    tool = tool or PerfAnalyzerTool.installed()
+    options = bench_options()
+    images = images or bench_images()
+    # At the edge's exact cap perf_analyzer is refused now and then: its next request from a
+    # worker can reach nginx before the last one is counted out, and its statistics calls
+    # come from the same address. Twice the callers leaves room for both.
+    with _served_export(options, 2 * max(concurrencies), progress) as served:
+        bench = BenchPaths(served.server, DEFAULT_SPEC, options, images, duration_s)
+        return compare(bench, tool, served.onnx_path, concurrencies, progress)
+
+
+@dataclass
+class _Served:
+    server: TritonServer
+    onnx_path: Path
+
+
+@contextmanager
+def _served_export(
+    options: ServingOptions, concurrency: int, progress: Progress, naive: bool = False
+) -> Iterator[_Served]:
+    """Export the default model into a temporary repository (with the naive baseline beside
+    it if asked), and serve it for ``concurrency`` callers; killed afterwards."""
+    from tvision_export.exporter import classifier_source, export_model
+
+    with tempfile.TemporaryDirectory(prefix="tvision-bench-") as work_dir:
+        repository = Path(work_dir) / "model_repository"
+        progress("exporting the model")
+        export = export_model(DEFAULT_SPEC, repository, options)
+        if naive:
+            progress("writing the naive baseline beside it")
+            source = classifier_source(DEFAULT_SPEC, export.written.classifier_onnx)
+            write_naive_baseline(repository, DEFAULT_SPEC.name, source, options)
+        progress("starting tritonserver")
+        # Every caller comes from this machine's one address: the edge's per-client cap
+        # (16 by default) would refuse the higher concurrencies' calls, not measure them.
+        edge = edge_limits_for(repository, max_requests_per_client=concurrency)
+        with temporary_server(repository, edge=edge) as server:
+            yield _Served(server, export.written.classifier_onnx)

@@ -57,6 +57,17 @@ def executed_batch_sizes(
     return counts
 
 
+def inference_count(grpc_url: str, model: str, admin_headers: dict[str, str] | None = None) -> int:
+    """How many inferences ``model`` has run (successful or not), from Triton's statistics."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        stats: dict[str, Any] = client.get_inference_statistics(
+            model_name=model, headers=admin_headers, as_json=True
+        )
+    return sum(int(each.get("inference_count", 0)) for each in stats.get("model_stats", []))
+
+
 def difference(after: dict[Any, float], before: dict[Any, float]) -> dict[Any, float]:
     """``after - before`` per key, keeping only keys that grew."""
     return {
