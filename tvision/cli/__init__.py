@@ -19,6 +19,7 @@ from tvision.cli import (
     plan,
     repo,
     serve,
+    tune,
     validate,
 )
 
@@ -31,6 +32,7 @@ COMMAND_GROUPS = (
     classify,
     demo,
     bench,
+    tune,
     repo,
     validate,
     evaluate,
