@@ -51,7 +51,7 @@ def test_a_tiny_budget_measures_the_defaults_and_returns_an_exportable_configura
     # The report carries the search, so `tvision tune --from REPORT` runs the same one.
     assert search_from_json(report) == Search(
         pod_cpus=report["search"]["pod_cpus"], p99_ms=500.0, concurrency=4, duration_s=1.0,
-        budget_s=0.0, only=OPTIONS,
+        budget_s=0.0, only=OPTIONS, min_gain=0.03,
     )  # fmt: skip
 
 
@@ -97,6 +97,18 @@ def test_an_objective_no_configuration_meets_keeps_the_lowest_p99_with_a_fake_me
     report = coordinate_descent(_search(only=("intra_op_threads",)), fake_measure)
     assert not report.best.meets and report.best.options["intra_op_threads"] == 2
     assert isinstance(report, TuneReport) and not report.stopped_by_budget
+
+
+def test_a_gain_within_the_noise_keeps_the_best_so_far_with_a_fake_measure() -> None:
+    """A fake measure (no server): two threads serve 2% more, under the 3% margin."""
+
+    def fake_measure(options):
+        return 100.0 * (1.02 if options["intra_op_threads"] == 2 else 1.0), 10.0, 50.0
+
+    report = coordinate_descent(_search(only=("intra_op_threads",)), fake_measure)
+    assert report.best.options["intra_op_threads"] == 1 and len(report.trials) == 2
+    wider = coordinate_descent(_search(only=("intra_op_threads",), min_gain=0.01), fake_measure)
+    assert wider.best.options["intra_op_threads"] == 2
 
 
 def test_a_pod_larger_than_this_machine_is_refused() -> None:

@@ -36,6 +36,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         "--only", type=lambda text: tuple(text.split(",")), default=None,
         help="comma-separated options to search (default: all)",
     )  # fmt: skip
+    parser.add_argument(
+        "--min-gain", type=float, default=0.03,
+        help="a value replaces the best so far only when this fraction better "
+        "(default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--images", type=Path, default=None, metavar="DIR")
     parser.add_argument(
         "--from", dest="from_report", type=Path, default=None, metavar="REPORT",
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             search = Search(
                 pod_cpus=args.pod_cpus, p99_ms=args.p99_ms, concurrency=args.concurrency,
                 duration_s=args.duration_s, budget_s=args.budget_s, only=args.only or OPTIONS,
+                min_gain=args.min_gain,
             )  # fmt: skip
         images = images_in(args.images) if args.images else bench_images()
         report = tune(search, images, progress_printer("tune"))
