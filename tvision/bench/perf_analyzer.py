@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tvision.bench.images import BenchImage
-from tvision.bench.paths import BenchPaths
+from tvision.bench.paths import BenchPaths, BenchServer
 from tvision.bench.report import RunResult
 from tvision.bench.server_side import CpuMeter, difference, inference_count
 from tvision_export import contract
@@ -105,7 +105,7 @@ def input_data(images: Sequence[BenchImage], input_name: str = contract.ENSEMBLE
 
 def run_perf_analyzer(
     tool: PerfAnalyzerTool,
-    server: Any,
+    server: BenchServer,
     model: str,
     input_file: Path,
     concurrency: int,
