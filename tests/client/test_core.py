@@ -190,6 +190,37 @@ def test_retrying_call_counts_attempts_avoids_failed_endpoints_and_gives_up() ->
     assert isinstance(raised.value.__cause__, _Unavailable)
 
 
+class _GoAway(_Unavailable):
+    """A fake of what gRPC raises for an attempt on a connection nginx closed in good order
+    (after keepalive_requests), with gRPC's own words."""
+
+    def details(self) -> str:
+        return "Stream removed (GOAWAY received; Error code: 0; Debug Text: )"
+
+
+def test_a_goaway_from_a_healthy_endpoint_neither_cools_it_down_nor_fails_it_for_the_call() -> None:
+    """The sequence measured in tests/e2e/test_network_faults.py, with fake errors: endpoint
+    0 is black-holed and cooling; endpoint 1 answers one attempt with GOAWAY. The retry
+    goes back to 1, not to the dead 0, and other calls keep passing 0 over."""
+    from tvision_client._core import EndpointCoolDown
+
+    clock = _Clock()
+    cool_down = EndpointCoolDown(clock)
+    cool_down.failed(0)  # another call found 0 dead
+    call = RetryingCall(
+        RetryPolicy(initial_backoff_s=0.0), Deadline(10.0, clock), "classify",
+        endpoints=2, cool_down=cool_down,
+    )  # fmt: skip
+    assert call.avoid() == {0}
+    call.begin_attempt(1)
+    assert call.after_failure(1, _GoAway()) == 0.0  # retried
+    assert call.failed_endpoints == set() and cool_down.cooling() == {0}
+    assert call.avoid() == {0}  # the retry goes to 1 again
+    call.begin_attempt(1)
+    call.after_failure(1, _Unavailable())  # any other UNAVAILABLE still counts
+    assert call.failed_endpoints == {1} and cool_down.cooling() == {0, 1}
+
+
 def test_retrying_call_raises_at_once_on_a_non_retryable_code() -> None:
     from tvision_client import InvalidInputError
 
