@@ -69,3 +69,15 @@ def test_a_server_that_cannot_start_is_an_error_line_not_a_traceback() -> None:
     said = "error: tritonserver could not load model 'efficientnet_lite0_classifier': "
     assert said in completed.stderr, completed.stderr[-2000:]
     assert "unable to find backend library for backend 'onnxruntime'" in completed.stderr
+
+
+@pytest.mark.parametrize("calls", [1, 117, 123, 234, 1000])
+def test_bytes_per_image_are_exact_whatever_the_number_of_calls(calls) -> None:
+    """The quick bench's exact check of the client-side tensor's 602112 bytes failed once a
+    run made 117 calls: the figure was multiplied by 1/117 instead of divided."""
+    from tvision.bench.load import LoadResult
+    from tvision.bench.paths import _result
+
+    load = LoadResult(latencies_s=[0.01] * calls, calls=calls, seconds=1.0)
+    result = _result("client-side", 1, load, wire_bytes=3 * 224 * 224 * 4 * calls)
+    assert result.wire_bytes_per_image == 3 * 224 * 224 * 4
