@@ -37,20 +37,29 @@ OPTIONS = (
     "preferred_batch_sizes",
     "max_queue_delay_us",
 )
+# Values tried besides the exported default, which is always tried first.
 BATCH_SIZES = ((4, 8), (8, 16), (2, 4))
 QUEUE_DELAYS_US = (2000, 500, 5000)
 
 
 def candidates(pod_cpus: int) -> dict[str, tuple[Any, ...]]:
     """Each option's values for a pod of ``pod_cpus`` cores, the exported default first."""
-    cores = range(1, min(pod_cpus, 4) + 1)
-    return {
-        "preprocess_instances": tuple(sorted(cores, key=lambda n: n != 2)),
-        "classifier_instances": tuple(sorted(range(1, min(pod_cpus, 2) + 1), reverse=True)),
+    from tvision_export.options import ServingOptions
+
+    defaults = ServingOptions()
+    values: dict[str, tuple[Any, ...]] = {
+        "preprocess_instances": tuple(range(1, min(pod_cpus, 4) + 1)),
+        "classifier_instances": tuple(range(1, min(pod_cpus, 2) + 1)),
         "intra_op_threads": tuple(range(1, min(pod_cpus, 2) + 1)),
         "preferred_batch_sizes": BATCH_SIZES,
         "max_queue_delay_us": QUEUE_DELAYS_US,
     }
+    ordered = {}
+    for name, tried in values.items():
+        default = getattr(defaults, name)
+        first = default if default in tried else tried[-1]  # a pod too small for it
+        ordered[name] = (first, *(value for value in tried if value != first))
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -174,8 +183,13 @@ def perf_analyzer_measure(work_dir: Path, images: Sequence[BenchImage], search: 
     """
     import json
 
-    from tvision.bench.perf_analyzer import PerfAnalyzerTool, input_data, run_perf_analyzer
-    from tvision.server import edge_limits_for, temporary_server
+    from tvision.bench.perf_analyzer import (
+        PerfAnalyzerTool,
+        edge_limits,
+        input_data,
+        run_perf_analyzer,
+    )
+    from tvision.server import temporary_server
     from tvision_export.exporter import classifier_source, export_model
     from tvision_export.options import ServingOptions
     from tvision_export.repository import write_version
@@ -191,7 +205,7 @@ def perf_analyzer_measure(work_dir: Path, images: Sequence[BenchImage], search: 
     def measure(options: dict[str, Any]) -> tuple[float, float, float]:
         repository = work_dir / f"configuration-{next(counter)}"
         write_version(repository, DEFAULT_SPEC.name, source, replace(ServingOptions(), **options))
-        edge = edge_limits_for(repository, max_requests_per_client=2 * search.concurrency)
+        edge = edge_limits(repository, search.concurrency)
         try:
             with temporary_server(repository, edge=edge) as server:
                 result = run_perf_analyzer(

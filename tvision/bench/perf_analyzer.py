@@ -81,6 +81,16 @@ class PerfAnalyzerResult:
     server_cpu_ms_per_image: float
 
 
+def edge_limits(repository: Path, concurrency: int) -> Any:
+    """The edge's limits for perf_analyzer at ``concurrency``: at the exact per-client cap
+    it is refused now and then (a worker's next request can reach nginx before its last one
+    is counted out, and its statistics calls come from the same address); twice leaves
+    room for both."""
+    from tvision.server import edge_limits_for
+
+    return edge_limits_for(repository, max_requests_per_client=2 * concurrency)
+
+
 def input_data(images: Sequence[BenchImage], input_name: str = contract.ENSEMBLE_INPUT) -> dict:
     """perf_analyzer's ``--input-data`` document: one request per image, sent in turn.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tvision.bench.defaults import CONCURRENCIES, run_duration_s
 from tvision.bench.images import BenchImage, bench_images
 from tvision.bench.paths import BenchPaths, write_naive_baseline
-from tvision.bench.perf_analyzer import PerfAnalyzerReport, PerfAnalyzerTool, compare
+from tvision.bench.perf_analyzer import PerfAnalyzerReport, PerfAnalyzerTool, compare, edge_limits
 from tvision.bench.report import NAIVE_COMPARISON_CONCURRENCY, PATHS, BenchReport, RunResult
 from tvision.server import TritonServer, edge_limits_for, temporary_server
 from tvision_export.spec import DEFAULT_SPEC
@@ -70,7 +71,10 @@ def run_benchmark(
     options = bench_options(overrides)
     images = images or bench_images()
     results: list[RunResult] = []
-    with _served_export(options, max(concurrencies), progress, "naive" in paths) as served:
+    # Every caller comes from this machine's one address: the edge's per-client cap (16 by
+    # default) would refuse the higher concurrencies' calls, not measure them.
+    edge = functools.partial(edge_limits_for, max_requests_per_client=max(concurrencies))
+    with _served_export(options, progress, edge, naive="naive" in paths) as served:
         bench = BenchPaths(served.server, DEFAULT_SPEC, options, images, duration)
         if "limit" in paths:
             progress("in-process limit")
@@ -112,10 +116,8 @@ def run_perf_analyzer_comparison(
     tool = tool or PerfAnalyzerTool.installed()
     options = bench_options()
     images = images or bench_images()
-    # At the edge's exact cap perf_analyzer is refused now and then: its next request from a
-    # worker can reach nginx before the last one is counted out, and its statistics calls
-    # come from the same address. Twice the callers leaves room for both.
-    with _served_export(options, 2 * max(concurrencies), progress) as served:
+    edge = functools.partial(edge_limits, concurrency=max(concurrencies))
+    with _served_export(options, progress, edge) as served:
         bench = BenchPaths(served.server, DEFAULT_SPEC, options, images, duration_s)
         return compare(bench, tool, served.onnx_path, concurrencies, progress)
 
@@ -128,10 +130,13 @@ class _Served:
 
 @contextmanager
 def _served_export(
-    options: ServingOptions, concurrency: int, progress: Progress, naive: bool = False
+    options: ServingOptions,
+    progress: Progress,
+    edge: Callable[[Path], Any],
+    naive: bool = False,
 ) -> Iterator[_Served]:
     """Export the default model into a temporary repository (with the naive baseline beside
-    it if asked), and serve it for ``concurrency`` callers; killed afterwards."""
+    it if asked), and serve it behind the edge ``edge(repository)`` gives; killed afterwards."""
     from tvision_export.exporter import classifier_source, export_model
 
     with tempfile.TemporaryDirectory(prefix="tvision-bench-") as work_dir:
@@ -143,8 +148,5 @@ def _served_export(
             source = classifier_source(DEFAULT_SPEC, export.written.classifier_onnx)
             write_naive_baseline(repository, DEFAULT_SPEC.name, source, options)
         progress("starting tritonserver")
-        # Every caller comes from this machine's one address: the edge's per-client cap
-        # (16 by default) would refuse the higher concurrencies' calls, not measure them.
-        edge = edge_limits_for(repository, max_requests_per_client=concurrency)
-        with temporary_server(repository, edge=edge) as server:
+        with temporary_server(repository, edge=edge(repository)) as server:
             yield _Served(server, export.written.classifier_onnx)

@@ -38,19 +38,24 @@ class CpuMeter:
         return time.process_time()
 
 
-def executed_batch_sizes(
-    grpc_url: str, model: str, admin_headers: dict[str, str] | None = None
-) -> dict[int, int]:
-    """How many executions of each batch size ``model`` has run, from Triton's statistics
-    (an admin API: pass the server's ``admin_grpc_headers``)."""
+def _model_stats(grpc_url: str, model: str, admin_headers: dict[str, str] | None) -> list[Any]:
+    """Triton's statistics of ``model``'s versions (an admin API: pass the server's
+    ``admin_grpc_headers``)."""
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(grpc_url) as client:
         stats: dict[str, Any] = client.get_inference_statistics(
             model_name=model, headers=admin_headers, as_json=True
         )
+    return list(stats.get("model_stats", []))
+
+
+def executed_batch_sizes(
+    grpc_url: str, model: str, admin_headers: dict[str, str] | None = None
+) -> dict[int, int]:
+    """How many executions of each batch size ``model`` has run, from Triton's statistics."""
     counts: dict[int, int] = {}
-    for model_stats in stats.get("model_stats", []):
+    for model_stats in _model_stats(grpc_url, model, admin_headers):
         for batch in model_stats.get("batch_stats", []):
             size = int(batch["batch_size"])
             counts[size] = counts.get(size, 0) + int(batch["compute_infer"].get("count", 0))
@@ -59,13 +64,8 @@ def executed_batch_sizes(
 
 def inference_count(grpc_url: str, model: str, admin_headers: dict[str, str] | None = None) -> int:
     """How many inferences ``model`` has run (successful or not), from Triton's statistics."""
-    import tritonclient.grpc as grpcclient
-
-    with grpcclient.InferenceServerClient(grpc_url) as client:
-        stats: dict[str, Any] = client.get_inference_statistics(
-            model_name=model, headers=admin_headers, as_json=True
-        )
-    return sum(int(each.get("inference_count", 0)) for each in stats.get("model_stats", []))
+    stats = _model_stats(grpc_url, model, admin_headers)
+    return sum(int(each.get("inference_count", 0)) for each in stats)
 
 
 def difference(after: dict[Any, float], before: dict[Any, float]) -> dict[Any, float]:
