@@ -23,6 +23,11 @@ AWSCLI_VERSION := 1.46.3
 # package is a placeholder); it loads libcudart.so.12 even without a GPU, and libb64.
 PERF_ANALYZER := $(VENV)/tools/perf-analyzer/bin/perf_analyzer
 PERF_ANALYZER_SPECS := tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79
+# DALI, the gpu target's --preprocess dali, is the optional extra tvision[dali] (a 424 MB
+# wheel): installed into the project's environment for its CPU twin by `make test` and
+# `make fidelity`, never by `make demo`. It works with the project's numpy<2.
+DALI := $(VENV)/.dali-installed
+DALI_SPEC := nvidia-dali-cuda120==2.4.0
 
 .PHONY: help install export demo serve test lint typecheck bench fidelity loadtest k8s clean \
 	system-packages serve-packages perf-analyzer
@@ -86,6 +91,12 @@ $(AWSCLI): | $(INSTALLED)
 $(PERF_ANALYZER): | $(INSTALLED)
 	$(call tool_venv,perf-analyzer,$(PERF_ANALYZER_SPECS))
 
+$(DALI): $(INSTALLED)
+	@echo "==> installing tvision[dali] (NVIDIA DALI) into $(VENV) for its CPU twin"
+	@$(PIP_INSTALL) -q "$(DALI_SPEC)" > $(VENV)/dali-install.log 2>&1 \
+		|| { tail -n 30 $(VENV)/dali-install.log; exit 1; }
+	@touch $@
+
 # Debian packages run for real. nginx is the edge in front of Triton (tvision/edge.py):
 # every server the launcher starts needs it, so `make demo` and `make serve` install it too.
 # The tests also run Prometheus (and promtool) for the autoscaling metric, Chromium for the
@@ -114,9 +125,9 @@ system-packages:
 serve-packages:
 	$(call debian_packages,$(SERVE_PACKAGES))
 
-# The two tool environments install side by side (most of it is waiting on the registry).
+# The tool environments and DALI install side by side (most of it is waiting on the registry).
 test: $(INSTALLED) system-packages
-	@$(MAKE) -s --no-print-directory -j3 $(CHECKOV) $(AWSCLI) $(PERF_ANALYZER)
+	@$(MAKE) -s --no-print-directory -j4 $(CHECKOV) $(AWSCLI) $(PERF_ANALYZER) $(DALI)
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)
@@ -137,7 +148,7 @@ OPENCV_PHOTOS := /usr/share/doc/opencv-doc/examples/data
 
 # The broad photo set adds Debian's opencv-doc example photos to the wheels' own; without
 # root (or the package), it is measured on the wheels' photos only, and says so.
-fidelity: $(REPOSITORY)/$(MODEL)/config.pbtxt
+fidelity: $(REPOSITORY)/$(MODEL)/config.pbtxt $(DALI)
 	@test -d $(OPENCV_PHOTOS) || { test "$$(id -u)" = 0 && \
 		{ apt-get install -y -q --no-install-recommends opencv-doc >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null && \

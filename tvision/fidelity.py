@@ -29,6 +29,7 @@ import numpy as np
 from tvision.validate import COMPARED_CLASSES
 from tvision.validate import DEFAULT_MAX_PROBABILITY_DIFF as MAX_PROBABILITY_DIFF
 from tvision.validate import DEFAULT_MIN_TOP1_AGREEMENT as MIN_TOP1_AGREEMENT
+from tvision_export import contract
 from tvision_export.samples import bundled_photos, phone_jpeg
 from tvision_export.spec import ModelSpec
 
@@ -48,6 +49,8 @@ SHORT_SIDES_PX = (512, 600, 1024, 1080)
 EXACT_SIZES_PX = ((512, 512), (683, 512), (768, 512), (1365, 1024))
 PHONE_SIZE_PX = (4032, 3024)
 JPEG_QUALITY = 90
+# The row of the DALI path's CPU twin (``tvision.dali_twin``), beside the python strategies.
+DALI_TWIN = "dali-cpu-twin"
 
 
 class FidelityError(Exception):
@@ -259,16 +262,9 @@ def measure(
         ValueError: an unknown strategy.
         OSError: a photo cannot be read or is not an image.
     """
-    from tvision_export.options import ServingOptions
-    from tvision_export.triton_models.preprocess import ImagePreprocessor
-
     classify = _classifier(onnx_path)
     spec_dict = json.loads(spec.preprocess.to_json())
-    strict = ServingOptions().strict_jpeg  # the JPEG decode the server runs by default
-    preprocessors = {
-        name: ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name, strict_jpeg=strict)
-        for name in strategies
-    }
+    preprocessors = {name: _strategy(name, spec_dict) for name in strategies}
     results = {name: StrategyResult(name) for name in strategies}
     jpegs_by_class: dict[str, int] = {}
     for number, path in enumerate(images, start=1):
@@ -285,11 +281,61 @@ def measure(
     )
 
 
+# One photo -> (a batch of one model input, CPU seconds it cost).
+Preprocess = Callable[[bytes], tuple[np.ndarray, float]]
+
+
+def _strategy(name: str, spec_dict: dict[str, Any]) -> Preprocess:
+    """A python decode strategy, exactly as the server runs it (its cost: decode, resize
+    and crop), or ``DALI_TWIN``, the DALI path's CPU twin (its cost: the intake's check
+    and the whole pipeline, normalisation included, on all of DALI's threads).
+
+    Raises:
+        ValueError: an unknown strategy, or the DALI twin without DALI installed.
+    """
+    if name == DALI_TWIN:
+        from tvision.dali_twin import DaliTwin, DaliUnavailable
+
+        try:
+            twin = DaliTwin(spec_dict, max_batch_size=1, max_image_pixels=10**9,
+                            max_image_bytes=10**9)  # fmt: skip
+        except DaliUnavailable as exc:
+            raise ValueError(str(exc)) from exc
+
+        def dali(data: bytes) -> tuple[np.ndarray, float]:
+            started = time.process_time()
+            pixels = twin.preprocess_one(data)
+            return pixels[None], time.process_time() - started
+
+        return dali
+
+    from tvision_export.options import ServingOptions
+    from tvision_export.triton_models.preprocess import ImagePreprocessor
+
+    strict = ServingOptions().strict_jpeg  # the JPEG decode the server runs by default
+    preprocessor = ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name, strict_jpeg=strict)
+
+    def python(data: bytes) -> tuple[np.ndarray, float]:
+        started = time.process_time()
+        crop = preprocessor.decode(data)
+        spent = time.process_time() - started
+        return preprocessor.normalise([crop]), spent
+
+    return python
+
+
+def default_strategies() -> tuple[str, ...]:
+    """Every python decode strategy, and the DALI twin where DALI is installed."""
+    from tvision.dali_twin import dali_available
+
+    return tuple(contract.DECODE_HEADROOM) + ((DALI_TWIN,) if dali_available() else ())
+
+
 def _compare(
     spec: ModelSpec,
     path: Path,
     classify: Callable[[np.ndarray], np.ndarray],
-    preprocessors: dict[str, Any],
+    preprocessors: dict[str, Preprocess],
     results: dict[str, StrategyResult],
 ) -> str | None:
     """One photo through the reference and each strategy; its size class if a JPEG."""
@@ -302,11 +348,9 @@ def _compare(
         is_jpeg, size = header.format == "JPEG", header.size
     klass = size_class(*size)
     reference = classify(reference_preprocess(data, spec.preprocess)[None])
-    for name, preprocessor in preprocessors.items():
-        started = time.process_time()
-        crop = preprocessor.decode(data)
-        spent = time.process_time() - started
-        served = classify(preprocessor.normalise([crop]))
+    for name, preprocess in preprocessors.items():
+        pixels, spent = preprocess(data)
+        served = classify(pixels)
         result = results[name]
         result.images += 1
         top = np.argsort(served[0])[::-1][:COMPARED_CLASSES]
@@ -322,15 +366,17 @@ def _compare(
 
 def render(report: FidelityReport) -> str:
     classes = sorted(report.jpegs_by_class)
+    twin = any(result.strategy == DALI_TWIN for result in report.results)
     header = (
-        f"{'strategy':<10}{'top-1 agree':>12}{'max dp median':>15}{'p95':>8}{'max':>8}"
+        f"{'strategy':<14}{'top-1 agree':>12}{'max dp median':>15}{'p95':>8}{'max':>8}"
         f"{'> ' + format(MAX_PROBABILITY_DIFF, 'g'):>7}  "
         + "  ".join(f"cost {name}" for name in classes)
     )
     lines = [
         f"{report.images} images; JPEGs by size: "
         + ", ".join(f"{name}: {count}" for name, count in sorted(report.jpegs_by_class.items())),
-        "cost = CPU time of decode, resize and crop relative to exact, JPEGs only",
+        "cost = CPU time of decode, resize and crop relative to exact, JPEGs only"
+        + (f" ({DALI_TWIN}: the intake's check and the whole pipeline)" if twin else ""),
         header,
     ]
     for result in report.results:
@@ -338,7 +384,7 @@ def render(report: FidelityReport) -> str:
         default = "  (default)" if result.strategy == report.default else ""
         bound = "meets the bound" if result.meets_bound() else "MISSES the bound"
         lines.append(
-            f"{result.strategy:<10}{result.top1_agreement:>12.1%}{result.percentile(0.5):>15.4f}"
+            f"{result.strategy:<14}{result.top1_agreement:>12.1%}{result.percentile(0.5):>15.4f}"
             f"{result.percentile(0.95):>8.4f}{max(result.diffs, default=0.0):>8.4f}"
             f"{result.over(MAX_PROBABILITY_DIFF):>7}  "
             + "  ".join(

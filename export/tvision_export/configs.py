@@ -87,10 +87,10 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 
 
 def _batching(options: ServingOptions) -> dict[str, Any]:
-    return {"dynamic_batching": _dynamic_batching(options)}
+    return {"dynamic_batching": dynamic_batching(options)}
 
 
-def _dynamic_batching(options: ServingOptions) -> dict[str, Any]:
+def dynamic_batching(options: ServingOptions) -> dict[str, Any]:
     return {
         "preferred_batch_size": list(options.preferred_batch_sizes),
         "max_queue_delay_microseconds": options.max_queue_delay_us,
@@ -109,11 +109,11 @@ def _queue_policy(options: ServingOptions) -> dict[str, Any]:
     }
 
 
-def _parameters(values: dict[str, str]) -> dict[str, Any]:
+def parameters(values: dict[str, str]) -> dict[str, Any]:
     return {key: {"string_value": value} for key, value in values.items()}
 
 
-def _image_limits(options: ServingOptions) -> dict[str, str]:
+def image_limits(options: ServingOptions) -> dict[str, str]:
     return {
         contract.PARAM_MAX_IMAGE_PIXELS: str(options.max_image_pixels),
         contract.PARAM_MAX_IMAGE_BYTES: str(options.max_image_bytes),
@@ -179,15 +179,21 @@ def preprocess_config(
                 },
             }
         ],
-        "parameters": _parameters(
-            {
-                contract.PARAM_PREPROCESS_SPEC: preprocess_spec_json,
-                contract.PARAM_DECODE: options.decode,
-                contract.PARAM_STRICT_JPEG: contract.encode_bool(options.strict_jpeg),
-                **_image_limits(options),
-            }
-        ),
+        "parameters": preprocess_parameters(preprocess_spec_json, options),
     }
+
+
+def preprocess_parameters(preprocess_spec_json: str, options: ServingOptions) -> dict[str, Any]:
+    """What the python preprocessing reads (and the DALI path's intake, which checks images
+    with the same code)."""
+    return parameters(
+        {
+            contract.PARAM_PREPROCESS_SPEC: preprocess_spec_json,
+            contract.PARAM_DECODE: options.decode,
+            contract.PARAM_STRICT_JPEG: contract.encode_bool(options.strict_jpeg),
+            **image_limits(options),
+        }
+    )
 
 
 def classifier_config(
@@ -249,7 +255,7 @@ def _classifier_on_cpu(options: ServingOptions, labels: list[str]) -> dict[str, 
     return {
         "backend": "python",
         "instance_group": [{"kind": "KIND_CPU", "count": options.classifier_instances}],
-        "parameters": _parameters(
+        "parameters": parameters(
             {
                 contract.PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
                 contract.PARAM_ALLOW_SPINNING: contract.encode_bool(options.allow_spinning),
@@ -290,6 +296,14 @@ def ensemble_config(
     num_classes: int,
     options: ServingOptions,
 ) -> dict[str, Any]:
+    # The intake's outputs: the checked images, or on the DALI path the three per-image
+    # tensors its DALI model reads (the same names on both sides of the step).
+    dali_tensors = (contract.DALI_ENCODED, contract.DALI_SIZE, contract.DALI_CROP_POSITION)
+    checked = (
+        {tensor: tensor.lower() for tensor in dali_tensors}
+        if options.preprocess == "dali"
+        else {contract.INTAKE_OUTPUT: contract.ENSEMBLE_CHECKED}
+    )
     return {
         "name": name,
         "platform": "ensemble",
@@ -306,19 +320,21 @@ def ensemble_config(
             }
         ],
         # Read by the SDK (model_info().limits) to reject oversized images before sending.
-        "parameters": _parameters(_image_limits(options)),
+        "parameters": parameters(image_limits(options)),
         "ensemble_scheduling": {
             "step": [
                 {
                     "model_name": intake_name,
                     "model_version": -1,
                     "input_map": {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_INPUT},
-                    "output_map": {contract.INTAKE_OUTPUT: contract.ENSEMBLE_CHECKED},
+                    "output_map": checked,
                 },
                 {
                     "model_name": preprocess_name,
                     "model_version": -1,
-                    "input_map": {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_CHECKED},
+                    "input_map": {name: tensor for name, tensor in checked.items()}
+                    if options.preprocess == "dali"
+                    else {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_CHECKED},
                     "output_map": {contract.PREPROCESS_OUTPUT: contract.ENSEMBLE_PIXELS},
                 },
                 {

@@ -31,6 +31,10 @@ PREPROCESS_OUTPUT = "PIXELS"
 # The ensemble's internal tensor between preprocessing and the classifier, the second and
 # third of its three steps (intake, preprocess, classifier).
 ENSEMBLE_PIXELS = "pixels"
+# The DALI path (``--preprocess dali``): what its intake hands the DALI model, per image.
+DALI_ENCODED = "ENCODED"  # the encoded bytes, zero-padded to the request's longest image
+DALI_SIZE = "RESIZED_HW"  # the reference's resized (height, width)
+DALI_CROP_POSITION = "CROP_POSITION"  # where the center crop starts, (y, x) in [0, 1]
 # Tensor names of an ONNX file written by ``tvision export`` (imported files keep theirs).
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "probabilities"
@@ -49,6 +53,10 @@ MANIFEST_FILE = "manifest.json"
 MODEL_PY_FILE = "model.py"
 MODEL_ONNX_FILE = "model.onnx"
 CONTRACT_FILE = "contract.py"
+# The DALI backend autoserializes the pipeline in this file at load (``--preprocess dali``).
+DALI_PY_FILE = "dali.py"
+# The python preprocessing, copied beside the DALI path's intake, which uses its checks.
+PREPROCESS_PY_FILE = "preprocess.py"
 # The classifier's prediction metrics, copied beside its ``model.py`` (cpu target).
 PREDICTION_METRICS_FILE = "prediction_metrics.py"
 # A real photo under ``<preprocess model>/warmup/``, decoded at load so the first request is warm.

@@ -15,6 +15,8 @@ from tvision_export import contract
 
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
+# Where the gpu target decodes and resizes: the python backend, or DALI on the GPU.
+PREPROCESSORS = ("python", "dali")
 
 
 def check_target(target: str) -> Target:
@@ -108,6 +110,13 @@ class ServingOptions:
         "confidence the served predictions are compared with (empty: none)",
     )  # fmt: skip
     fp16: bool = _option(False, "TensorRT FP16 accelerator (gpu target only)")
+    # python stays the gpu target's default until nvJPEG's pixels are measured against the
+    # reference on a GPU (README, "The DALI path"): the CPU twin meets the bound here.
+    preprocess: str = _option(
+        "python", "python: decode and resize in the python backend on the pod's cores; "
+        "dali: nvJPEG decode and GPU resize in the DALI backend (gpu target only)",
+        choices=PREPROCESSORS,
+    )  # fmt: skip
     keep_versions: int = _option(2, "how many versions of each model Triton keeps loaded")
     # The pod's CPU request on the gpu target: one core serves Triton's endpoints, the
     # intake model and the GPU feed; each other core runs one preprocessing instance.
@@ -138,6 +147,13 @@ class ServingOptions:
             raise ValueError(f"low_confidence must be in (0, 1], got {self.low_confidence}")
         if self.fp16 and self.target != "gpu":
             raise ValueError("fp16 (TensorRT accelerator) needs the gpu target")
+        if self.preprocess not in PREPROCESSORS:
+            raise ValueError(f"preprocess must be one of {PREPROCESSORS}, got {self.preprocess!r}")
+        if self.preprocess == "dali" and self.target != "gpu":
+            raise ValueError(
+                "preprocess dali (nvJPEG in the DALI backend) needs the gpu target; the cpu "
+                "target's server has no DALI backend"
+            )
         for name in ("preprocess_instances", "classifier_instances", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -13,6 +13,10 @@ Layout for a spec named ``NAME`` (version ``V``)::
         config.pbtxt  labels.txt  V/model.onnx
                                 [V/model.py  V/contract.py  V/prediction_metrics.py]
 
+With ``--preprocess dali`` (gpu target) the intake also checks every image and computes
+its geometry (``V/model.py`` is ``dali_intake.py``, with ``V/preprocess.py`` beside it),
+and ``NAME_preprocess`` is a DALI-backend model: ``config.pbtxt  V/dali.py``.
+
 Every file name here is defined once, in ``contract``; ``ModelNames`` and
 ``WrittenVersion`` answer "where is X" for the benchmark, ``verify`` and the tests.
 
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from tvision_export import configs, contract
+from tvision_export import configs, contract, dali_model
 from tvision_export.options import ServingOptions
 from tvision_export.spec import write_labels
 
@@ -155,8 +159,11 @@ def write_version(
 
     with _staging_dir(repository) as staging:
         _stage_configs_and_labels(staging, version, rendered, names, source.labels)
-        _stage_warmup(staging / names.preprocess, source.warmup_image)
-        _stage_python_models(staging, version, names, options)
+        if options.preprocess == "dali":
+            _stage_dali_models(staging, version, names, source, options)
+        else:
+            _stage_warmup(staging / names.preprocess, source.warmup_image)
+            _stage_python_models(staging, version, names, options)
         classifier_version = staging / names.classifier / str(version)
         shutil.copyfile(source.onnx_path, classifier_version / contract.MODEL_ONNX_FILE)
         files = _stage_manifest(staging, name, version, names, options)
@@ -190,9 +197,15 @@ def _rendered_configs(
         source.labels,
         options,
     )
+    intake = configs.intake_config(names.intake, options)
+    if options.preprocess == "dali":
+        intake = dali_model.intake_config(names.intake, options, source.preprocess_spec_json)
+        preprocess = dali_model.preprocess_config(
+            names.preprocess, source.preprocess_spec_json, source.input_dims, options
+        )
     return {
         names.ensemble: configs.render(ensemble),
-        names.intake: configs.render(configs.intake_config(names.intake, options)),
+        names.intake: configs.render(intake),
         names.preprocess: configs.render(preprocess),
         names.classifier: configs.render(classifier),
     }
@@ -235,6 +248,26 @@ def _stage_python_models(
             (version_dir / contract.PREDICTION_METRICS_FILE).write_text(
                 _triton_model_source(contract.PREDICTION_METRICS_FILE), encoding="utf-8"
             )
+
+
+def _stage_dali_models(
+    staging: Path, version: int, names: ModelNames, source: ClassifierSource,
+    options: ServingOptions,
+) -> None:  # fmt: skip
+    """The DALI path: the intake's ``model.py`` with the python preprocessing (whose checks
+    it uses) and ``contract.py`` beside it; the DALI model's rendered ``dali.py``."""
+    intake_dir = staging / names.intake / str(version)
+    (intake_dir / contract.MODEL_PY_FILE).write_text(
+        _triton_model_source("dali_intake.py"), encoding="utf-8"
+    )
+    (intake_dir / contract.PREPROCESS_PY_FILE).write_text(
+        _triton_model_source("preprocess.py"), encoding="utf-8"
+    )
+    shutil.copyfile(_contract_source(), intake_dir / contract.CONTRACT_FILE)
+    spec = json.loads(source.preprocess_spec_json)
+    (staging / names.preprocess / str(version) / contract.DALI_PY_FILE).write_text(
+        dali_model.render_dali_py(spec, options.max_batch_size), encoding="utf-8"
+    )
 
 
 def _stage_manifest(

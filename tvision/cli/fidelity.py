@@ -16,6 +16,7 @@ from tvision.cli._common import (
 
 
 def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
+    from tvision.fidelity import DALI_TWIN
     from tvision_export.contract import DECODE_HEADROOM, DEFAULT_DECODE
 
     parser = subparsers.add_parser(
@@ -33,8 +34,9 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--strategies",
         type=name_list,
-        default=tuple(DECODE_HEADROOM),
-        help=f"comma-separated; default all ({','.join(DECODE_HEADROOM)})",
+        default=None,
+        help=f"comma-separated; default all ({','.join(DECODE_HEADROOM)}), and {DALI_TWIN} "
+        "(the DALI path's CPU twin) where DALI is installed",
     )
     parser.add_argument("--json", type=Path, default=None)
     parser.set_defaults(handler=run, default_decode=DEFAULT_DECODE)
@@ -42,6 +44,7 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tvision import fidelity
+    from tvision.dali_twin import INSTALL_HINT
     from tvision.validate import latest_classifier_onnx
     from tvision_export.spec import DEFAULT_SPEC
 
@@ -52,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
             sizes = "quirks" if args.quirks_only else "all"
             fidelity.build_photo_set(args.photos, sizes, progress=progress)
         images = sorted(path for path in args.photos.iterdir() if path.is_file())
+        strategies = args.strategies or fidelity.default_strategies()
+        if fidelity.DALI_TWIN not in strategies and not args.strategies:
+            progress(f"{fidelity.DALI_TWIN}: not measured, DALI is not installed ({INSTALL_HINT})")
         report = fidelity.measure(
-            DEFAULT_SPEC, onnx_path, images, args.strategies, args.default_decode, progress
+            DEFAULT_SPEC, onnx_path, images, strategies, args.default_decode, progress
         )
     except (fidelity.FidelityError, ValueError, OSError) as exc:
         return fail(exc)
