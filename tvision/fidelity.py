@@ -18,7 +18,6 @@ import io
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from tvision.fidelity_strategies import DALI_TWIN, Preprocess, strategy
 from tvision.validate import COMPARED_CLASSES
 from tvision.validate import DEFAULT_MAX_PROBABILITY_DIFF as MAX_PROBABILITY_DIFF
 from tvision.validate import DEFAULT_MIN_TOP1_AGREEMENT as MIN_TOP1_AGREEMENT
-from tvision_export import contract
 from tvision_export.samples import bundled_photos, phone_jpeg
 from tvision_export.spec import ModelSpec
 
@@ -49,8 +48,6 @@ SHORT_SIDES_PX = (512, 600, 1024, 1080)
 EXACT_SIZES_PX = ((512, 512), (683, 512), (768, 512), (1365, 1024))
 PHONE_SIZE_PX = (4032, 3024)
 JPEG_QUALITY = 90
-# The row of the DALI path's CPU twin (``tvision.dali_twin``), beside the python strategies.
-DALI_TWIN = "dali-cpu-twin"
 
 
 class FidelityError(Exception):
@@ -147,6 +144,8 @@ class StrategyResult:
     top1_agreements: int = 0
     diffs: list[float] = field(default_factory=list)
     disagreements: list[str] = field(default_factory=list)
+    # Photos this path refuses with a clear error (the DALI path: alpha, 16-bit, CMYK).
+    refused: list[str] = field(default_factory=list)
     cpu_s_by_class: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -189,6 +188,7 @@ class FidelityReport:
                     "over_bound": r.over(MAX_PROBABILITY_DIFF),
                     "cost_vs_exact_by_class": cost_ratios(self, r),
                     "disagreements": r.disagreements,
+                    "refused": r.refused,
                 }
                 for r in self.results
             ],
@@ -264,7 +264,7 @@ def measure(
     """
     classify = _classifier(onnx_path)
     spec_dict = json.loads(spec.preprocess.to_json())
-    preprocessors = {name: _strategy(name, spec_dict) for name in strategies}
+    preprocessors = {name: strategy(name, spec_dict) for name in strategies}
     results = {name: StrategyResult(name) for name in strategies}
     jpegs_by_class: dict[str, int] = {}
     for number, path in enumerate(images, start=1):
@@ -279,56 +279,6 @@ def measure(
         results=list(results.values()),
         default=default,
     )
-
-
-# One photo -> (a batch of one model input, CPU seconds it cost).
-Preprocess = Callable[[bytes], tuple[np.ndarray, float]]
-
-
-def _strategy(name: str, spec_dict: dict[str, Any]) -> Preprocess:
-    """A python decode strategy, exactly as the server runs it (its cost: decode, resize
-    and crop), or ``DALI_TWIN``, the DALI path's CPU twin (its cost: the intake's check
-    and the whole pipeline, normalisation included, on all of DALI's threads).
-
-    Raises:
-        ValueError: an unknown strategy, or the DALI twin without DALI installed.
-    """
-    if name == DALI_TWIN:
-        from tvision.dali_twin import DaliTwin, DaliUnavailable
-
-        try:
-            twin = DaliTwin(spec_dict, max_batch_size=1, max_image_pixels=10**9,
-                            max_image_bytes=10**9)  # fmt: skip
-        except DaliUnavailable as exc:
-            raise ValueError(str(exc)) from exc
-
-        def dali(data: bytes) -> tuple[np.ndarray, float]:
-            started = time.process_time()
-            pixels = twin.preprocess_one(data)
-            return pixels[None], time.process_time() - started
-
-        return dali
-
-    from tvision_export.options import ServingOptions
-    from tvision_export.triton_models.preprocess import ImagePreprocessor
-
-    strict = ServingOptions().strict_jpeg  # the JPEG decode the server runs by default
-    preprocessor = ImagePreprocessor(spec_dict, 10**9, 10**9, decode=name, strict_jpeg=strict)
-
-    def python(data: bytes) -> tuple[np.ndarray, float]:
-        started = time.process_time()
-        crop = preprocessor.decode(data)
-        spent = time.process_time() - started
-        return preprocessor.normalise([crop]), spent
-
-    return python
-
-
-def default_strategies() -> tuple[str, ...]:
-    """Every python decode strategy, and the DALI twin where DALI is installed."""
-    from tvision.dali_twin import dali_available
-
-    return tuple(contract.DECODE_HEADROOM) + ((DALI_TWIN,) if dali_available() else ())
 
 
 def _compare(
@@ -348,10 +298,16 @@ def _compare(
         is_jpeg, size = header.format == "JPEG", header.size
     klass = size_class(*size)
     reference = classify(reference_preprocess(data, spec.preprocess)[None])
+    from tvision_export.triton_models.preprocess import ImageRejected
+
     for name, preprocess in preprocessors.items():
-        pixels, spent = preprocess(data)
-        served = classify(pixels)
         result = results[name]
+        try:
+            pixels, spent = preprocess(data)
+        except ImageRejected:
+            result.refused.append(path.name)
+            continue
+        served = classify(pixels)
         result.images += 1
         top = np.argsort(served[0])[::-1][:COMPARED_CLASSES]
         result.diffs.append(float(np.max(np.abs(served[0][top] - reference[0][top]))))
@@ -392,6 +348,12 @@ def render(report: FidelityReport) -> str:
             )
             + f"  {bound}{default}"
         )
+    lines += [
+        f"{result.strategy} refused {len(result.refused)} images it does not accept, with "
+        f"an error that says so: {', '.join(result.refused)}"
+        for result in report.results
+        if result.refused
+    ]
     lines.append(
         f"bound: top-1 agreement >= {MIN_TOP1_AGREEMENT:.1%} and max dp over the top "
         f"{COMPARED_CLASSES} <= {MAX_PROBABILITY_DIFF:g} on every image"

@@ -44,6 +44,7 @@ class PlanRow:
 @dataclass(frozen=True)
 class CapacityPlan:
     target: str
+    preprocess: str
     cpu_count: int | None
     costs: list[ImageCost]
     mean_ms_per_image: float
@@ -56,22 +57,37 @@ class CapacityPlan:
         return asdict(self)
 
 
-def measure_costs(target: Target = "gpu", repeats: int = 3) -> list[ImageCost]:
-    """Decode, resize, crop and normalise of each bench image on one core, in ms (best of
-    ``repeats``, after one warm-up), exactly as the target's preprocessing model does it."""
+def measure_costs(
+    target: Target = "gpu", repeats: int = 3, preprocess: str = "python"
+) -> list[ImageCost]:
+    """What each bench image costs one core, in ms (best of ``repeats``, after one warm-up),
+    exactly as the target's models do it: with the python preprocessing, decode, resize,
+    crop and normalise; on the DALI path, what stays on the CPU, the intake's check
+    (``dali_intake.DaliIntake``: the header and a strict decode at 1/8 scale)."""
     from tvision.bench.images import bench_images
     from tvision.bench.paths import preprocessor
     from tvision_export.options import ServingOptions
     from tvision_export.spec import DEFAULT_SPEC
+    from tvision_export.triton_models.dali_intake import DaliIntake
 
-    pre = preprocessor(DEFAULT_SPEC, ServingOptions(target=target))
+    options = ServingOptions(target=target, preprocess=preprocess)
+    pre = preprocessor(DEFAULT_SPEC, options)
+    intake = DaliIntake(pre)
+
+    def python(data: bytes) -> None:
+        pre.normalise([pre.decode(data)])
+
+    def dali(data: bytes) -> None:
+        intake.batch([data])
+
+    work = dali if preprocess == "dali" else python
     costs = []
     for image in bench_images():
-        pre.normalise([pre.decode(image.data)])
+        work(image.data)
         best = math.inf
         for _ in range(max(1, repeats)):
             started = time.perf_counter()
-            pre.normalise([pre.decode(image.data)])
+            work(image.data)
             best = min(best, time.perf_counter() - started)
         costs.append(ImageCost(image.name, best * 1000.0))
     return costs
@@ -126,6 +142,7 @@ def make_plan(
     gpu_source: str = "",
     repeats: int = 3,
     max_cores_per_pod: int = 16,
+    preprocess: str = "python",
 ) -> CapacityPlan:
     """Measure the preprocessing cost here and plan each rate.
 
@@ -136,10 +153,15 @@ def make_plan(
 
     checked = check_target(target)
     check_request(rates, gpu_img_s, max_cores_per_pod)
-    costs = measure_costs(checked, repeats)
+    if preprocess not in ("python", "dali"):
+        raise ValueError(f"--preprocess must be python or dali, got {preprocess!r}")
+    if preprocess == "dali" and checked != "gpu":
+        raise ValueError("--preprocess dali needs the gpu target")
+    costs = measure_costs(checked, repeats, preprocess)
     mean_ms = sum(cost.ms_per_image for cost in costs) / len(costs)
     return CapacityPlan(
-        target=target, cpu_count=os.cpu_count(), costs=costs, mean_ms_per_image=mean_ms,
+        target=target, preprocess=preprocess, cpu_count=os.cpu_count(), costs=costs,
+        mean_ms_per_image=mean_ms,
         gpu_img_s=gpu_img_s, gpu_source=gpu_source,
         rows=plan_rows(rates, mean_ms, gpu_img_s, max_cores_per_pod),
         max_cores_per_pod=max_cores_per_pod,
@@ -147,15 +169,22 @@ def make_plan(
 
 
 def render_plan(plan: CapacityPlan) -> str:
+    what = (
+        "DALI path: the intake's check, what stays on the CPU (decode and resize run on the GPU)"
+        if plan.preprocess == "dali"
+        else f"{plan.target} target's decode settings"
+    )
     lines = [
         f"Preprocessing cost per image and core, measured here ({plan.cpu_count} cores, "
-        f"{plan.target} target's decode settings, best of the repeats):",
+        f"{what}, best of the repeats):",
     ]
     lines += [f"  {cost.name:<34} {cost.ms_per_image:7.2f} ms" for cost in plan.costs]
     lines.append(f"  {'mean over the bench mix':<34} {plan.mean_ms_per_image:7.2f} ms")
     if plan.gpu_img_s:
         lines.append(
-            f"GPU throughput per pod: {plan.gpu_img_s:g} img/s, NOT measured here"
+            f"GPU throughput per pod: {plan.gpu_img_s:g} img/s"
+            + (" (decode, resize and classifier together)" if plan.preprocess == "dali" else "")
+            + ", NOT measured here"
             + (f" ({plan.gpu_source})" if plan.gpu_source else "")
         )
     else:

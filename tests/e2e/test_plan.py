@@ -47,3 +47,32 @@ def test_plan_measures_here_and_says_what_it_did_not_measure(tmp_path) -> None:
 def test_plan_refuses_a_rate_that_is_not_positive() -> None:
     completed = run_tvision("plan", "--rate", "0", timeout_s=60)
     assert completed.returncode == 2 and "must be positive" in completed.stderr
+
+
+def test_the_dali_plan_costs_only_what_stays_on_the_cpu(monkeypatch) -> None:
+    """The DALI path's cost per image is the intake's check alone: counted with spies on
+    the real intake and the real python decode (both still run the real code)."""
+    from tvision.plan import make_plan, render_plan
+    from tvision_export.triton_models.dali_intake import DaliIntake
+    from tvision_export.triton_models.preprocess import ImagePreprocessor
+
+    calls = {"check": 0, "decode": 0}
+    check, decode = DaliIntake.batch, ImagePreprocessor.decode
+
+    def counted_check(self, items):
+        calls["check"] += 1
+        return check(self, items)
+
+    def counted_decode(self, data, position=0):
+        calls["decode"] += 1
+        return decode(self, data, position)
+
+    monkeypatch.setattr(DaliIntake, "batch", counted_check)
+    monkeypatch.setattr(ImagePreprocessor, "decode", counted_decode)
+    plan = make_plan([1000], "gpu", 4890, "a stand-in", repeats=1, preprocess="dali")
+    assert calls == {"check": 2 * len(plan.costs), "decode": 0}  # warm-up and one repeat
+    text = render_plan(plan)
+    assert "DALI path: the intake's check" in text
+    assert "decode, resize and classifier together" in text
+    with pytest.raises(ValueError, match="needs the gpu target"):
+        make_plan([1000], "cpu", preprocess="dali")

@@ -16,7 +16,7 @@ from tvision.cli._common import (
 
 
 def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
-    from tvision.fidelity import DALI_TWIN
+    from tvision.fidelity_strategies import DALI_TWIN
     from tvision_export.contract import DECODE_HEADROOM, DEFAULT_DECODE
 
     parser = subparsers.add_parser(
@@ -45,6 +45,7 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from tvision import fidelity
     from tvision.dali_twin import INSTALL_HINT
+    from tvision.fidelity_strategies import default_strategies
     from tvision.validate import latest_classifier_onnx
     from tvision_export.spec import DEFAULT_SPEC
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             sizes = "quirks" if args.quirks_only else "all"
             fidelity.build_photo_set(args.photos, sizes, progress=progress)
         images = sorted(path for path in args.photos.iterdir() if path.is_file())
-        strategies = args.strategies or fidelity.default_strategies()
+        strategies = args.strategies or default_strategies()
         if fidelity.DALI_TWIN not in strategies and not args.strategies:
             progress(f"{fidelity.DALI_TWIN}: not measured, DALI is not installed ({INSTALL_HINT})")
         report = fidelity.measure(

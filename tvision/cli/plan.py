@@ -27,6 +27,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
         "--max-cores-per-pod", type=int, default=16,
         help="the most CPU cores one pod may request (a node's size); more pods beyond it",
     )  # fmt: skip
+    parser.add_argument(
+        "--preprocess", choices=("python", "dali"), default="python",
+        help="python: the pod's cores decode and resize; dali: the GPU does (nvJPEG), and "
+        "--gpu-img-s is then the GPU's throughput for decode, resize and classifier together",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     parser.set_defaults(handler=run)
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(
             args.rate, args.target, args.gpu_img_s, args.gpu_source, args.repeats,
-            args.max_cores_per_pod,
+            args.max_cores_per_pod, args.preprocess,
         )  # fmt: skip
     except ValueError as exc:
         return fail(exc)

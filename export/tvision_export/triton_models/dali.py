@@ -47,6 +47,7 @@ def preprocess(device):
         encoded,
         device="mixed" if device == "gpu" else "cpu",
         output_type=types.BGR if CHANNEL_ORDER == "BGR" else types.RGB,
+        jpeg_fancy_upsampling=True,
     )
     images = fn.resize(images, size=resized_hw, interp_type=types.INTERP_LINEAR, antialias=True)
     return fn.crop_mirror_normalize(
