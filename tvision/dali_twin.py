@@ -125,8 +125,8 @@ class DaliTwin:
         )
 
     def run_batch(
-        self, encoded: Sequence[np.ndarray], sizes: Sequence[np.ndarray],
-        positions: Sequence[np.ndarray],
+        self, encoded: Sequence[np.ndarray], upright: Sequence[np.ndarray],
+        sizes: Sequence[np.ndarray], positions: Sequence[np.ndarray],
     ) -> list[np.ndarray]:  # fmt: skip
         """One DALI batch, exactly as the DALI model receives it (no intake checks):
         the pipeline's float32 output per image.
@@ -135,6 +135,7 @@ class DaliTwin:
             RuntimeError: DALI failed the batch (a damaged image fails all of it).
         """
         self.pipeline.feed_input(contract.DALI_ENCODED, list(encoded))
+        self.pipeline.feed_input(contract.DALI_UPRIGHT, list(upright))
         self.pipeline.feed_input(contract.DALI_SIZE, list(sizes))
         self.pipeline.feed_input(contract.DALI_CROP_POSITION, list(positions))
         (output,) = self.pipeline.run()
@@ -148,18 +149,15 @@ class DaliTwin:
         of all the requests that pass make one batch, in chunks of the model's
         ``max_batch_size``.
         """
-        outcomes: list[tuple[np.ndarray, np.ndarray, np.ndarray] | str] = []
+        outcomes: list[tuple[np.ndarray, ...] | str] = []
         for request in requests:
             try:
                 outcomes.append(self.intake.batch(request))
             except ImageRejected as exc:
                 outcomes.append(str(exc))
         passed = [outcome for outcome in outcomes if not isinstance(outcome, str)]
-        rows = [
-            (encoded[row], sizes[row], positions[row])
-            for encoded, sizes, positions in passed
-            for row in range(len(encoded))
-        ]
+        rows = [tuple(tensor[row] for tensor in tensors) for tensors in passed
+                for row in range(len(tensors[0]))]  # fmt: skip
         pixels: list[np.ndarray] = []
         for start in range(0, len(rows), self.max_batch_size):
             chunk = rows[start : start + self.max_batch_size]

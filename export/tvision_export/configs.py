@@ -296,9 +296,12 @@ def ensemble_config(
     num_classes: int,
     options: ServingOptions,
 ) -> dict[str, Any]:
-    # The intake's outputs: the checked images, or on the DALI path the three per-image
+    # The intake's outputs: the checked images, or on the DALI path the four per-image
     # tensors its DALI model reads (the same names on both sides of the step).
-    dali_tensors = (contract.DALI_ENCODED, contract.DALI_SIZE, contract.DALI_CROP_POSITION)
+    dali_tensors = (
+        contract.DALI_ENCODED, contract.DALI_UPRIGHT, contract.DALI_SIZE,
+        contract.DALI_CROP_POSITION,
+    )  # fmt: skip
     checked = (
         {tensor: tensor.lower() for tensor in dali_tensors}
         if options.preprocess == "dali"

@@ -33,6 +33,7 @@ PREPROCESS_OUTPUT = "PIXELS"
 ENSEMBLE_PIXELS = "pixels"
 # The DALI path (``--preprocess dali``): what its intake hands the DALI model, per image.
 DALI_ENCODED = "ENCODED"  # the encoded bytes, zero-padded to the request's longest image
+DALI_UPRIGHT = "UPRIGHT_HW"  # the decoded image's (height, width), turned upright
 DALI_SIZE = "RESIZED_HW"  # the reference's resized (height, width)
 DALI_CROP_POSITION = "CROP_POSITION"  # where the center crop starts, (y, x) in [0, 1]
 # Tensor names of an ONNX file written by ``tvision export`` (imported files keep theirs).

@@ -44,6 +44,7 @@ def render_dali_py(spec: dict[str, Any], max_batch_size: int) -> str:
         [
             BLOCK_START.rstrip() + " (tvision_export.dali_model) " + "-" * 20,
             f"ENCODED = {contract.DALI_ENCODED!r}",
+            f"UPRIGHT_HW = {contract.DALI_UPRIGHT!r}",
             f"RESIZED_HW = {contract.DALI_SIZE!r}",
             f"CROP_POSITION = {contract.DALI_CROP_POSITION!r}",
             f"CROP_PX = {int(spec['crop_px'])}",
@@ -76,6 +77,7 @@ def intake_config(name: str, options: ServingOptions, spec_json: str) -> dict[st
     config = configs.intake_config(name, options)
     config["output"] = [
         {"name": contract.DALI_ENCODED, "data_type": "TYPE_UINT8", "dims": [-1]},
+        {"name": contract.DALI_UPRIGHT, "data_type": "TYPE_FP32", "dims": [2]},
         {"name": contract.DALI_SIZE, "data_type": "TYPE_FP32", "dims": [2]},
         {"name": contract.DALI_CROP_POSITION, "data_type": "TYPE_FP32", "dims": [2]},
     ]
@@ -104,6 +106,7 @@ def preprocess_config(
                 "dims": [-1],
                 "allow_ragged_batch": True,
             },
+            {"name": contract.DALI_UPRIGHT, "data_type": "TYPE_FP32", "dims": [2]},
             {"name": contract.DALI_SIZE, "data_type": "TYPE_FP32", "dims": [2]},
             {"name": contract.DALI_CROP_POSITION, "data_type": "TYPE_FP32", "dims": [2]},
         ],

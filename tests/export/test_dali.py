@@ -99,8 +99,9 @@ def test_the_rendered_dali_py_imports_only_dali_and_holds_the_spec(dali_reposito
     assert tuple(m * scale for m in SPEC["mean"]) == module.MEAN
     assert tuple(s * scale for s in SPEC["std"]) == module.STD
     assert SPEC["crop_px"] == module.CROP_PX
-    assert (module.ENCODED, module.RESIZED_HW, module.CROP_POSITION) == (
-        contract.DALI_ENCODED, contract.DALI_SIZE, contract.DALI_CROP_POSITION,
+    assert (module.ENCODED, module.UPRIGHT_HW, module.RESIZED_HW, module.CROP_POSITION) == (
+        contract.DALI_ENCODED, contract.DALI_UPRIGHT, contract.DALI_SIZE,
+        contract.DALI_CROP_POSITION,
     )  # fmt: skip
     # Exactly one pipeline, marked for the DALI backend's autoserialization.
     marked = [v for v in vars(module).values() if getattr(v, "_is_autoserialize", False)]
@@ -127,7 +128,7 @@ def test_the_dali_repository_parses_with_the_dali_model_in_the_ensemble(dali_rep
     # What the intake sends is what the DALI model takes, name, type and shape.
     sent = {o.name: (o.data_type, list(o.dims)) for o in intake.output}
     taken = {i.name: (i.data_type, list(i.dims)) for i in dali.input}
-    assert sent == taken and len(sent) == 3
+    assert sent == taken and len(sent) == 4
     assert [i.allow_ragged_batch for i in dali.input if i.name == contract.DALI_ENCODED] == [True]
     # The DALI backend's own keys are ones it documents; the rest are tvision's.
     backend_keys = set(dali.parameters) - {
@@ -148,8 +149,12 @@ def test_the_twin_matches_the_reference_on_real_photos(twin, default_source) -> 
         assert not isinstance(pixels, str), f"{name}: {pixels}"
         reference = reference_preprocess(data, DEFAULT_SPEC.preprocess)
         assert pixels.shape == (1, *reference.shape), name
-        # Pixels within one 8-bit level of the reference's everywhere.
-        assert np.abs(pixels[0] - reference).max() <= 1.01 * multiplier, name
+        # Pixels within one 8-bit level of the reference's everywhere, and all but a few
+        # exactly the reference's: Pillow's two rounded passes, not one exact resize (which
+        # is off by a level on 6-15% of the pixels, 0.1 level low on average).
+        off = np.abs(pixels[0] - reference)
+        assert off.max() <= 1.01 * multiplier, name
+        assert np.mean(off > 0.5 * multiplier) < 0.01, name
         served, expected = classify(pixels)[0], classify(reference[None])[0]
         assert served.argmax() == expected.argmax(), name
         top = np.argsort(served)[::-1][:5]
@@ -184,7 +189,7 @@ def test_without_the_intake_one_damaged_image_fails_the_whole_dali_batch(twin) -
     geometry = twin.intake.geometry(512, 512)
     encoded = [np.frombuffer(good, np.uint8), np.frombuffer(good[:-4000], np.uint8)]
     with pytest.raises(RuntimeError):
-        twin.run_batch(encoded, [geometry[0]] * 2, [geometry[1]] * 2)
+        twin.run_batch(encoded, *([part] * 2 for part in geometry))
 
 
 def test_the_per_request_pixel_budget_holds_on_the_dali_path(dali_repository) -> None:

@@ -7,10 +7,11 @@ truncated data, the per-image and per-request pixel budgets), with the same mess
 is checked by a strict libjpeg-turbo decode at 1/8 scale (about a tenth of a full decode's
 work: README, "The DALI path"); any other format is decoded by Pillow.
 
-What passes goes on as three tensors per image, the inputs of ``dali.py``'s pipeline:
+What passes goes on as four tensors per image, the inputs of ``dali.py``'s pipeline:
 the encoded bytes (zero-padded to the request's longest), and the geometry the reference
 preprocessing gives the image, computed here from its header exactly as the reference
-computes it: the resized size (height, width) and the crop window's relative position.
+computes it: its upright size, its resized size (height, width) and the crop window's
+relative position.
 
 This file is copied into the repository as ``<name>_intake/<v>/model.py``, with
 ``preprocess.py`` and ``contract.py`` beside it.
@@ -32,6 +33,8 @@ ImageRejected = preprocess.ImageRejected
 # and palettes without transparency. The reference composites alpha over white and scales
 # 16-bit grey; DALI does neither, so those images are refused with a message saying so.
 _DALI_MODES = frozenset({"RGB", "L", "P"})
+# An image's upright (height, width), resized (height, width) and crop position (y, x).
+Geometry = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class DaliIntake:
@@ -40,8 +43,9 @@ class DaliIntake:
     def __init__(self, preprocessor: preprocess.ImagePreprocessor) -> None:
         self.preprocessor = preprocessor
 
-    def check(self, data: Any, position: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """One encoded image -> its resized (height, width) and crop position (y, x) in [0, 1].
+    def check(self, data: Any, position: int = 0) -> Geometry:
+        """One encoded image -> its upright and resized (height, width) and its crop
+        position (y, x) in [0, 1].
 
         Raises:
             ImageRejected: the image is empty, too large, of an unaccepted format or mode,
@@ -65,9 +69,10 @@ class DaliIntake:
             width, height = height, width
         return self.geometry(width, height)
 
-    def geometry(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """The reference's resize of an upright ``width`` x ``height`` image, and where its
-        center crop starts, as the fractions of the slack DALI's crop positions are."""
+    def geometry(self, width: int, height: int) -> Geometry:
+        """The upright ``width`` x ``height`` image's size, the reference's resize of it, and
+        where its center crop starts, as the fractions of the slack DALI's crop positions
+        are."""
         crop = self.preprocessor.crop_px
         ratio = self.preprocessor.resize_short_px / min(width, height)
         resized_width = max(crop, round(width * ratio))
@@ -79,7 +84,7 @@ class DaliIntake:
             [top / max(1, resized_height - crop), left / max(1, resized_width - crop)],
             dtype=np.float32,
         )
-        return size, position
+        return np.array([height, width], dtype=np.float32), size, position
 
     def _check_mode(self, image: Image.Image, where: str) -> None:
         mode = image.mode
@@ -97,8 +102,9 @@ class DaliIntake:
                 "export with --preprocess python"
             )
 
-    def batch(self, items: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A request's images -> (encoded, zero-padded to the longest; sizes; positions).
+    def batch(self, items: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A request's images -> (encoded, zero-padded to the longest; upright sizes;
+        resized sizes; crop positions), one row per image.
 
         Raises:
             ImageRejected: any image fails ``check``, or the request is over its budget.
@@ -110,9 +116,8 @@ class DaliIntake:
         encoded = np.zeros((len(items), longest), dtype=np.uint8)
         for row, item in enumerate(items):
             encoded[row, : len(item)] = np.frombuffer(item, dtype=np.uint8)
-        sizes = np.stack([size for size, _ in checked])
-        positions = np.stack([position for _, position in checked])
-        return encoded, sizes, positions
+        upright, sizes, positions = (np.stack(column) for column in zip(*checked, strict=True))
+        return encoded, upright, sizes, positions
 
 
 def intake_from_config(model_config: dict[str, Any]) -> DaliIntake:
@@ -133,7 +138,9 @@ class TritonPythonModel:
         for request in requests:
             try:
                 tensor = pb_utils.get_input_tensor_by_name(request, contract.ENSEMBLE_INPUT)
-                encoded, sizes, positions = self.intake.batch(tensor.as_numpy().reshape(-1))
+                encoded, upright, sizes, positions = self.intake.batch(
+                    tensor.as_numpy().reshape(-1)
+                )
             except ImageRejected as exc:
                 responses.append(_error(pb_utils, str(exc)))
                 continue
@@ -143,6 +150,7 @@ class TritonPythonModel:
                 continue
             outputs = [
                 pb_utils.Tensor(contract.DALI_ENCODED, encoded),
+                pb_utils.Tensor(contract.DALI_UPRIGHT, upright),
                 pb_utils.Tensor(contract.DALI_SIZE, sizes),
                 pb_utils.Tensor(contract.DALI_CROP_POSITION, positions),
             ]
