@@ -286,6 +286,18 @@ def _classifier_on_gpu(
     return config
 
 
+def _intake_outputs(options: ServingOptions) -> dict[str, str]:
+    """The intake's outputs in the ensemble: the checked images, or on the DALI path the
+    four per-image tensors its DALI model reads (the same names on both sides of the step)."""
+    dali_tensors = (
+        contract.DALI_ENCODED, contract.DALI_UPRIGHT, contract.DALI_SIZE,
+        contract.DALI_CROP_POSITION,
+    )  # fmt: skip
+    if options.preprocess == "dali":
+        return {tensor: tensor.lower() for tensor in dali_tensors}
+    return {contract.INTAKE_OUTPUT: contract.ENSEMBLE_CHECKED}
+
+
 def ensemble_config(
     name: str,
     intake_name: str,
@@ -296,17 +308,7 @@ def ensemble_config(
     num_classes: int,
     options: ServingOptions,
 ) -> dict[str, Any]:
-    # The intake's outputs: the checked images, or on the DALI path the four per-image
-    # tensors its DALI model reads (the same names on both sides of the step).
-    dali_tensors = (
-        contract.DALI_ENCODED, contract.DALI_UPRIGHT, contract.DALI_SIZE,
-        contract.DALI_CROP_POSITION,
-    )  # fmt: skip
-    checked = (
-        {tensor: tensor.lower() for tensor in dali_tensors}
-        if options.preprocess == "dali"
-        else {contract.INTAKE_OUTPUT: contract.ENSEMBLE_CHECKED}
-    )
+    checked = _intake_outputs(options)
     return {
         "name": name,
         "platform": "ensemble",
@@ -335,7 +337,7 @@ def ensemble_config(
                 {
                     "model_name": preprocess_name,
                     "model_version": -1,
-                    "input_map": {name: tensor for name, tensor in checked.items()}
+                    "input_map": dict(checked)
                     if options.preprocess == "dali"
                     else {contract.ENSEMBLE_INPUT: contract.ENSEMBLE_CHECKED},
                     "output_map": {contract.PREPROCESS_OUTPUT: contract.ENSEMBLE_PIXELS},
