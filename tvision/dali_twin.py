@@ -67,9 +67,11 @@ class DaliTwin:
         max_request_pixels: int | None = None,
         dali_py: str | None = None,
         num_threads: int = 2,
+        device: str = "cpu",
     ) -> None:
         """``dali_py``: the text of a repository's ``dali.py``; rendered from ``spec`` when
-        not given.
+        not given. ``device="gpu"`` builds the served pipeline itself (nvJPEG, GPU 0), which
+        ``tvision gpu-check`` measures on a GPU node; "cpu" is the twin.
 
         Raises:
             DaliUnavailable: DALI is not installed.
@@ -85,12 +87,12 @@ class DaliTwin:
             )
         )  # fmt: skip
 
-        def cpu_pipeline() -> Any:
-            return self.definition.preprocess("cpu")
+        def definition() -> Any:
+            return self.definition.preprocess(device)
 
         self.pipeline = dali.pipeline_def(
-            cpu_pipeline, batch_size=max_batch_size, num_threads=num_threads,
-            device_id=None, prefetch_queue_depth=1,
+            definition, batch_size=max_batch_size, num_threads=num_threads,
+            device_id=0 if device == "gpu" else None, prefetch_queue_depth=1,
         )()  # fmt: skip
         self.pipeline.build()
 
@@ -139,6 +141,8 @@ class DaliTwin:
         self.pipeline.feed_input(contract.DALI_SIZE, list(sizes))
         self.pipeline.feed_input(contract.DALI_CROP_POSITION, list(positions))
         (output,) = self.pipeline.run()
+        if hasattr(output, "as_cpu"):  # the GPU pipeline's output is in GPU memory
+            output = output.as_cpu()
         return [np.array(sample) for sample in output]
 
     def preprocess(self, requests: Sequence[Sequence[bytes]]) -> list[np.ndarray | str]:

@@ -1,10 +1,12 @@
 """``tvision gpu-check``: the gpu target on a real GPU, measured as ``tvision bench`` does.
 
-Exports the gpu target (optionally with TensorRT FP16), serves it with the serving image
-under Docker with ``--gpus all`` (or any Triton you start yourself, ``--url``), and
-measures served throughput against client-side preprocessing and the in-process limit
-(ONNX Runtime with CUDA). It refuses to run, loudly and with exit code 2, where there is
-no GPU: a skipped GPU check must never read as a passed one.
+Exports the gpu target (optionally with TensorRT FP16) once per preprocessing path (the
+python backend, and DALI with nvJPEG), serves each with the serving image under Docker
+with ``--gpus all`` (or any Triton you start yourself, ``--url``), and measures served
+throughput and GPU utilisation against client-side preprocessing and the in-process limit
+(ONNX Runtime with CUDA), and the DALI pipeline's pixels on the GPU against the reference.
+It refuses to run, loudly and with exit code 2, where there is no GPU: a skipped GPU
+check must never read as a passed one.
 
 It cannot run on the development machines (no GPU). Everything it calls is tested there:
 the export, the benchmark paths (against the CPU server), the Docker command, the refusal.
@@ -26,6 +28,7 @@ from tvision.server.security import restricted_api_args
 
 if TYPE_CHECKING:  # pragma: no cover
     from tvision.bench.report import RunResult
+    from tvision.fidelity import StrategyResult
     from tvision_export.options import ServingOptions
 
 DEFAULT_IMAGE = "registry.example.com/tvision/tritonserver:26.09-py3-tvision"
@@ -151,6 +154,10 @@ class GpuCheckReport:
     ready_s: float  # from start until the ensemble was ready (engine builds included)
     options: ServingOptions
     results: list[RunResult]  # the in-process limit, then served and client-side
+    # Mean GPU utilisation (nvidia-smi, %) while each served row ran, by (path, callers).
+    gpu_busy: dict[tuple[str, int], float] = field(default_factory=dict)
+    # The DALI pipeline on this GPU against the reference (``fidelity.StrategyResult``).
+    dali_fidelity: StrategyResult | None = None
 
 
 def run_gpu_check(
@@ -160,37 +167,97 @@ def run_gpu_check(
     duration_s: float = 10.0,
     concurrencies: tuple[int, ...] = (16, 64),
     ready_timeout_s: float = 1800.0,
+    preprocessors: tuple[str, ...] = ("python", "dali"),
 ) -> GpuCheckReport:
-    """Export the gpu target, serve it (Docker, or the Triton at ``url``), and measure.
+    """Export the gpu target once per preprocessing path, serve each (Docker, or the
+    Triton at ``url``, which then serves the last one exported), and measure.
 
     Raises:
         GpuCheckError: it cannot run here (no GPU, no CUDA ONNX Runtime, no Docker, a
-            container that did not start or get ready).
+            container that did not start or get ready, no DALI for the DALI path).
     """
-    from tvision_export.exporter import export_model
     from tvision_export.options import ServingOptions
-    from tvision_export.spec import DEFAULT_SPEC
 
     gpus = require_gpu()
     providers = require_cuda_onnxruntime()
     if url is None and shutil.which("docker") is None:
         raise GpuCheckError("docker is not installed: install it, or start Triton and pass --url")
-    options = ServingOptions(target="gpu", fp16=fp16)
+    report = GpuCheckReport(gpus, image if url is None else url, 0.0,
+                            ServingOptions(target="gpu", fp16=fp16), [])  # fmt: skip
+    for preprocess in preprocessors:
+        options = ServingOptions(target="gpu", fp16=fp16, preprocess=preprocess)
+        _check_one_path(report, options, image, url, duration_s, concurrencies,
+                        ready_timeout_s, providers)  # fmt: skip
+    return report
+
+
+def _check_one_path(
+    report: GpuCheckReport, options: ServingOptions, image: str, url: str | None,
+    duration_s: float, concurrencies: tuple[int, ...], ready_timeout_s: float,
+    providers: list[str],
+) -> None:  # fmt: skip
+    """Export, serve and measure one preprocessing path into ``report``."""
+    from tvision_export.exporter import export_model
+    from tvision_export.spec import DEFAULT_SPEC
+
     with tempfile.TemporaryDirectory(prefix="tvision-gpu-check-") as work_dir:
         repository = Path(work_dir) / "model_repository"
         export = export_model(DEFAULT_SPEC, repository, options)
-        container = f"tvision-gpu-check-{int(time.time())}"
+        onnx = export.written.classifier_onnx
+        if options.preprocess == "dali":
+            report.dali_fidelity = dali_fidelity_on_gpu(onnx, providers)
+        container = f"tvision-gpu-check-{options.preprocess}-{int(time.time())}"
         server = _server(image, url, repository, container)
         try:
             started = time.monotonic()
             server.wait_until_ready(DEFAULT_SPEC.name, ready_timeout_s)
-            ready_s = time.monotonic() - started
-            results = _measure(server, options, export.written.classifier_onnx, providers,
-                               duration_s, concurrencies)  # fmt: skip
+            report.ready_s = max(report.ready_s, time.monotonic() - started)
+            _measure(report, server, options, onnx, providers, duration_s, concurrencies)
         finally:
             if url is None:
                 subprocess.run(["docker", "stop", container], check=False, capture_output=True)
-    return GpuCheckReport(gpus, image if url is None else url, ready_s, options, results)
+
+
+def dali_fidelity_on_gpu(onnx: Path, providers: list[str]) -> StrategyResult:
+    """The served DALI pipeline (nvJPEG, GPU 0) against the reference on the sample photos
+    at the hardest sizes, as ``tvision fidelity`` measures its CPU twin.
+
+    Raises:
+        GpuCheckError: DALI is not installed here.
+    """
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from tvision.dali_twin import INSTALL_HINT, DaliTwin, DaliUnavailable
+    from tvision.fidelity import StrategyResult, variants
+    from tvision.validate import COMPARED_CLASSES
+    from tvision_export.reference import reference_preprocess
+    from tvision_export.samples import bundled_photos
+    from tvision_export.spec import DEFAULT_SPEC
+
+    try:
+        pipeline = DaliTwin(json.loads(DEFAULT_SPEC.preprocess.to_json()), device="gpu")
+    except DaliUnavailable as exc:
+        raise GpuCheckError(f"the DALI path's fidelity needs DALI here: {INSTALL_HINT}") from exc
+    session = ort.InferenceSession(str(onnx), providers=providers)
+    name = session.get_inputs()[0].name
+    result = StrategyResult("dali-gpu")
+    for photo in bundled_photos():
+        for file_name, data in variants(photo.path, "quirks").items():
+            (served,) = session.run(None, {name: pipeline.preprocess_one(data)[None]})
+            (expected,) = session.run(
+                None, {name: reference_preprocess(data, DEFAULT_SPEC.preprocess)[None]}
+            )
+            top = np.argsort(served[0])[::-1][:COMPARED_CLASSES]
+            result.images += 1
+            result.diffs.append(float(np.max(np.abs(served[0][top] - expected[0][top]))))
+            if int(top[0]) == int(expected[0].argmax()):
+                result.top1_agreements += 1
+            else:
+                result.disagreements.append(file_name)
+    return result
 
 
 def _server(image: str, url: str | None, repository: Path, container: str) -> RemoteServer:
@@ -220,24 +287,62 @@ def _server(image: str, url: str | None, repository: Path, container: str) -> Re
 
 
 def _measure(
+    report: GpuCheckReport,
     server: RemoteServer,
     options: ServingOptions,
     classifier_onnx: Path,
     providers: list[str],
     duration_s: float,
     concurrencies: tuple[int, ...],
-) -> list[RunResult]:
-    """The in-process limit, then served and client-side at each concurrency."""
+) -> None:
+    """The in-process limit (once), then served (with the GPU's utilisation) and, for the
+    python path, client-side at each concurrency."""
     from tvision.bench.images import bench_images
     from tvision.bench.paths import BenchPaths
     from tvision_export.spec import DEFAULT_SPEC
 
     bench = BenchPaths(server, DEFAULT_SPEC, options, bench_images(), duration_s)
-    results = [bench.limit(classifier_onnx, providers)]
+    if not any(result.path == "limit" for result in report.results):
+        report.results.append(bench.limit(classifier_onnx, providers))
+    path = f"served-{options.preprocess}"
     for concurrency in concurrencies:
-        results.append(bench.served(concurrency, DEFAULT_SPEC.name))
-        results.append(bench.client_side(concurrency))
-    return results
+        with GpuUtilisation() as busy:
+            report.results.append(bench.served(concurrency, DEFAULT_SPEC.name, path=path))
+        report.gpu_busy[(path, concurrency)] = busy.mean
+        if options.preprocess == "python":
+            report.results.append(bench.client_side(concurrency))
+
+
+class GpuUtilisation:
+    """Mean ``nvidia-smi`` GPU utilisation (%, over all GPUs) while the block runs."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else float("nan")
+
+    def _sample(self) -> None:
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        while not self._stop.wait(self.interval_s):
+            completed = subprocess.run(query, capture_output=True, text=True, check=False)
+            values = [float(v) for v in completed.stdout.split() if v.replace(".", "").isdigit()]
+            if values:
+                self.samples.append(sum(values) / len(values))
+
+    def __enter__(self) -> GpuUtilisation:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def render_gpu_check(report: GpuCheckReport) -> str:
@@ -249,13 +354,22 @@ def render_gpu_check(report: GpuCheckReport) -> str:
         f"server: {report.image} (ready after {report.ready_s:.0f} s)",
         f"in-process limit (ONNX Runtime CUDA, same preprocessing): {limit.images_per_s:.0f} img/s",
         "",
-        f"{'path':<12} {'callers':>7} {'img/s':>8} {'/limit':>7} {'p99 ms':>8}",
+        f"{'path':<14} {'callers':>7} {'img/s':>8} {'/limit':>7} {'p99 ms':>8} {'GPU busy':>9}",
     ]
     for result in results:
         if result.path == "limit":
             continue
+        busy = report.gpu_busy.get((result.path, result.concurrency))
         lines.append(
-            f"{result.path:<12} {result.concurrency:>7} {result.images_per_s:>8.0f} "
+            f"{result.path:<14} {result.concurrency:>7} {result.images_per_s:>8.0f} "
             f"{result.images_per_s / limit.images_per_s:>7.2f} {result.p99_ms:>8.0f}"
+            + (f" {busy:>8.0f}%" if busy is not None else "")
+        )
+    fidelity = report.dali_fidelity
+    if fidelity is not None:
+        lines.append(
+            f"DALI on this GPU (nvJPEG) vs the reference, {fidelity.images} photos: top-1 "
+            f"agreement {fidelity.top1_agreement:.1%}, max dp {max(fidelity.diffs, default=0):.4f}"
+            + (" (meets the bound)" if fidelity.meets_bound() else " (MISSES the bound)")
         )
     return "\n".join(lines)

@@ -4,7 +4,9 @@ not start (the session's CPU server), rendered as it renders them."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,30 @@ def test_the_paths_it_measures_run_against_a_server_it_did_not_start(
         GpuCheckReport("(CPU stand-in)", "session server", 0.0, ServingOptions(), results)
     )
     assert "/limit" in table and "served" in table
+
+
+def test_gpu_utilisation_is_sampled_and_the_dali_rows_are_rendered(tmp_path, monkeypatch) -> None:
+    """With a fake ``nvidia-smi`` (no GPU here) that reports two GPUs at 40% and 60%."""
+    from tvision.bench.report import RunResult
+    from tvision.fidelity import StrategyResult
+    from tvision.gpu_check import GpuUtilisation
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 40; echo 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with GpuUtilisation(interval_s=0.05) as busy:
+        while len(busy.samples) < 3:
+            time.sleep(0.05)
+    assert busy.samples and set(busy.samples) == {50.0}
+    fields = {"images": 10, "seconds": 1.0, "p50_ms": 1.0, "p99_ms": 2.0,
+              "wire_bytes_per_image": 1.0, "server_cpu_s_per_image": 0.0,
+              "client_cpu_s_per_image": 0.0}  # fmt: skip
+    limit = RunResult("limit", 0, images_per_s=100.0, **fields)
+    served = RunResult("served-dali", 16, images_per_s=80.0, **fields)
+    fidelity = StrategyResult("dali-gpu", images=2, top1_agreements=2, diffs=[0.01, 0.02])
+    report = GpuCheckReport("GPU 0", "url", 1.0, ServingOptions(target="gpu"), [limit, served],
+                            {("served-dali", 16): 50.0}, fidelity)  # fmt: skip
+    table = render_gpu_check(report)
+    assert "served-dali" in table and "0.80" in table and "50%" in table
+    assert "top-1 agreement 100.0%, max dp 0.0200 (meets the bound)" in table

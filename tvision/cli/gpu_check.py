@@ -20,6 +20,11 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="the serving image (Docker)")
     parser.add_argument("--url", default=None, help="HOST:PORT of a Triton you started instead")
     parser.add_argument("--no-fp16", dest="fp16", action="store_false", help="no TensorRT FP16")
+    parser.add_argument(
+        "--preprocess", choices=("python", "dali", "both"), default="both",
+        help="the preprocessing paths to serve and compare (dali also measures nvJPEG's "
+        "pixels against the reference; it needs tvision[dali] on this node)",
+    )  # fmt: skip
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int_list, default=(16, 64))
     parser.add_argument("--ready-timeout-s", type=float, default=1800.0)
@@ -33,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_gpu_check(
             args.image, args.url, args.fp16, args.duration_s, tuple(args.concurrency),
             args.ready_timeout_s,
+            ("python", "dali") if args.preprocess == "both" else (args.preprocess,),
         )  # fmt: skip
     except GpuCheckError as exc:
         print(f"GPU CHECK FAILED: {exc}", file=sys.stderr)
