@@ -107,7 +107,8 @@ PERF_ANALYZER_PACKAGES := libb64-0d
 SYSTEM_PACKAGES := $(SERVE_PACKAGES) $(PERF_ANALYZER_PACKAGES) prometheus chromium nftables curl
 define debian_packages
 	@missing=""; for pkg in $(1); do \
-		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || \
+		missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "==> installing Debian packages:$$missing"; \
