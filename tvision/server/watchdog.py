@@ -79,8 +79,9 @@ class StubWatchdog:
                     continue
             except psutil.Error:
                 continue
-            if command and command[0].endswith("triton_python_backend_stub"):
-                # The first argument is <repository>/<model>/<version>/model.py.
+            # The first argument is <repository>/<model>/<version>/model.py. A stub caught
+            # between fork and exec shows no arguments yet: it is counted next round.
+            if len(command) > 1 and command[0].endswith("triton_python_backend_stub"):
                 model = Path(command[1]).parent.parent.name
                 found.setdefault(model, []).append(child.pid)
         return found
