@@ -26,7 +26,7 @@ def _children(parent: subprocess.Popen[bytes], count: int) -> None:
 
 
 def test_a_stub_not_yet_showing_its_arguments_is_not_a_crash(tmp_path) -> None:
-    """A stub read between fork and exec has no arguments on its command line. It once
+    """A stub read while it starts can show no arguments on its command line. It once
     raised IndexError in the watchdog's thread, which ended the watchdog for good (a
     fresh-clone run: the model loaded again was never watched)."""
     model_py = tmp_path / "demo_preprocess" / "1" / "model.py"
@@ -34,7 +34,7 @@ def test_a_stub_not_yet_showing_its_arguments_is_not_a_crash(tmp_path) -> None:
     model_py.write_text("import time\ntime.sleep(60)\n")
     script = (
         f"(exec -a {STUB} {sys.executable} {model_py}) & "  # a started stub: its model.py
-        f"(exec -a {STUB} cat) & "  # no arguments, as a stub caught before its exec
+        f"(exec -a {STUB} cat) & "  # no arguments, as a stub read while it starts
         "wait"
     )
     parent = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE)

@@ -79,8 +79,8 @@ class StubWatchdog:
                     continue
             except psutil.Error:
                 continue
-            # The first argument is <repository>/<model>/<version>/model.py. A stub caught
-            # between fork and exec shows no arguments yet: it is counted next round.
+            # The first argument is <repository>/<model>/<version>/model.py. A stub read
+            # while it starts can show no arguments yet: it is counted next round.
             if len(command) > 1 and command[0].endswith("triton_python_backend_stub"):
                 model = Path(command[1]).parent.parent.name
                 found.setdefault(model, []).append(child.pid)
